@@ -1,0 +1,19 @@
+"""darknet-prn: Darknet models (cfg + .weights) in PyTorch, faithful to Darknet layer by layer."""
+from .errors import CfgError, DarknetError, WeightsError
+from .graph import Network, load_network
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # torch is imported lazily so that parsing and `summary` stay torch-free
+    if name == "Darknet":
+        from .model import Darknet
+        return Darknet
+    if name == "Detector":
+        from .detect import Detector
+        return Detector
+    raise AttributeError(name)
+
+
+__all__ = ["Darknet", "Detector", "Network", "load_network", "DarknetError", "CfgError", "WeightsError"]

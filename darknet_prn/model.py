@@ -1,0 +1,116 @@
+"""``Darknet``: a cfg's layer graph as a ``torch.nn.Module``."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+from . import weights as wio
+from .errors import DarknetError
+from .graph import Network, load_network, network_from_text
+from .modules import attr_name, build_module
+
+
+class Darknet(nn.Module):
+    """A Darknet network. ``forward`` returns the network outputs (every detection head, else the last
+    non-[cost] layer) as a list; ``layer_outputs`` returns every layer's output as Darknet holds it."""
+
+    def __init__(self, graph: Network, cfg_text: str | None = None):
+        super().__init__()
+        self.graph = graph
+        self.cfg_text = cfg_text
+        self.weights_header = None
+        self.layers = nn.ModuleList(build_module(l) for l in graph.layers)
+        for l, m in zip(graph.layers, self.layers):
+            if l.type == "convolutional" and l.p.get("share_index") is not None:
+                m.share = (self.layers[l.p["share_index"]],)    # a tuple: not registered twice
+        self.output_layers = graph.output_layers
+        # last layer that reads each output (for freeing intermediate outputs early)
+        last_use = {}
+        for l in graph.layers:
+            for r in l.refs:
+                last_use[r] = max(last_use.get(r, -1), l.index)
+        keep = set(self.output_layers)
+        self._free_after = {}
+        for r, last in last_use.items():
+            if r not in keep:
+                self._free_after.setdefault(last, []).append(r)
+        self._needed = set(last_use) | keep
+
+    # -- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_cfg(cls, path, width=None, height=None, warn: bool = True) -> "Darknet":
+        path = os.fspath(path)
+        graph = load_network(path, width, height, warn=warn)
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+        return cls(graph, text)
+
+    @classmethod
+    def from_cfg_text(cls, text: str, width=None, height=None, path="<cfg>", warn: bool = True) -> "Darknet":
+        return cls(network_from_text(text, width, height, path, warn), text)
+
+    # -- execution -------------------------------------------------------------------------------------
+    def _run(self, x, keep_all: bool):
+        if x.dim() != 4:
+            raise DarknetError(f"input must be (N, C, H, W), got shape {tuple(x.shape)}")
+        want = self.graph.input_shape
+        if tuple(x.shape[1:]) != tuple(want) and int(x[0].numel()) != int(want[0] * want[1] * want[2]):
+            raise DarknetError(f"input is {tuple(x.shape[1:])} but the cfg expects {tuple(want)} (C, H, W)")
+        if tuple(x.shape[1:]) != tuple(want):
+            x = x.reshape((x.shape[0],) + tuple(want))
+        outs = {}
+        all_outs = []
+        for i, m in enumerate(self.layers):
+            x = m(x, outs)
+            if keep_all:
+                all_outs.append(x)
+            if i in self._needed:
+                outs[i] = x
+            for r in self._free_after.get(i, ()):
+                outs.pop(r, None)
+        return all_outs if keep_all else [outs[i] for i in self.output_layers]
+
+    def forward(self, x: torch.Tensor):
+        return self._run(x, keep_all=False)
+
+    def layer_outputs(self, x: torch.Tensor) -> list:
+        """One tensor per cfg layer, exactly what Darknet's ``l.output`` holds (batch first)."""
+        return self._run(x, keep_all=True)
+
+    # -- weights ---------------------------------------------------------------------------------------
+    def tensor(self, index: int, name: str) -> torch.Tensor:
+        """The tensor of layer ``index`` that holds the ``.weights`` array ``name``."""
+        return getattr(self.layers[index], attr_name(name))
+
+    def load_weights(self, path, partial: bool = False):
+        return wio.load_weights(self, path, partial=partial)
+
+    def save_weights(self, path):
+        wio.save_weights(self, path)
+
+    def save_checkpoint(self, path):
+        """A plain PyTorch checkpoint: the state_dict plus the cfg text and input size."""
+        tmp = os.fspath(path) + ".part"
+        torch.save({"state_dict": self.state_dict(), "cfg_text": self.cfg_text, "cfg_path": self.graph.path,
+                    "width": self.graph.width, "height": self.graph.height,
+                    "weights_header": self.weights_header.raw if self.weights_header else None}, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load_checkpoint(cls, path, map_location="cpu") -> "Darknet":
+        try:
+            ck = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise DarknetError("checkpoint not found", path) from None
+        except Exception as e:  # noqa: BLE001 -- any unpickling problem is a bad file
+            raise DarknetError(f"not a darknet-prn checkpoint ({type(e).__name__})", path) from None
+        if not isinstance(ck, dict) or "state_dict" not in ck or not ck.get("cfg_text"):
+            raise DarknetError("not a darknet-prn checkpoint (no state_dict/cfg_text)", path)
+        net = cls.from_cfg_text(ck["cfg_text"], ck.get("width"), ck.get("height"), ck.get("cfg_path", "<cfg>"),
+                                warn=False)
+        net.load_state_dict(ck["state_dict"])
+        if ck.get("weights_header"):
+            net.weights_header = wio.Header.parse(ck["weights_header"], os.fspath(path))
+        return net

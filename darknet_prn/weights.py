@@ -1,0 +1,160 @@
+"""The ``.weights`` codec: header + every layer's arrays in file order, as ``graph.Layer.arrays`` defines.
+
+Header (parser.c): int32 major, minor, revision, then ``seen`` as uint64 when ``major*10 + minor >= 2``
+else uint32. ``transpose`` (connected weights stored ``[in][out]``) when major or minor > 1000. Reading and
+writing mirror each other; the header read is kept so that load -> save is byte-identical.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import WeightsError
+
+DEFAULT_HEADER = struct.pack("<iiiQ", 0, 2, 5, 0)
+
+
+@dataclass
+class Header:
+    major: int
+    minor: int
+    revision: int
+    seen: int
+    raw: bytes
+
+    @property
+    def transpose(self) -> bool:
+        return self.major > 1000 or self.minor > 1000
+
+    @classmethod
+    def parse(cls, data: bytes, path: str) -> "Header":
+        if len(data) < 12:
+            raise WeightsError(f"too short for a .weights header ({len(data)} bytes)", path)
+        major, minor, revision = struct.unpack("<iii", data[:12])
+        wide = major * 10 + minor >= 2
+        size = 20 if wide else 16
+        if len(data) < size:
+            raise WeightsError(f"too short for a .weights header ({len(data)} bytes, version {major}.{minor} "
+                               f"needs {size})", path)
+        seen = struct.unpack("<Q" if wide else "<I", data[12:size])[0]
+        return cls(major, minor, revision, seen, bytes(data[:size]))
+
+
+class WarningLoad(UserWarning):
+    pass
+
+
+def _file_view(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
+    """Array as it lies in the file -> tensor layout (C order of ``spec.shape``)."""
+    if spec.transpose == "flipped" or (spec.transpose == "header" and transpose_header):
+        rows = spec.shape[0]
+        cols = spec.size // rows
+        return arr.reshape(cols, rows).T.reshape(spec.shape)
+    return arr.reshape(spec.shape)
+
+
+def _to_file(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
+    if spec.transpose == "flipped" or (spec.transpose == "header" and transpose_header):
+        rows = spec.shape[0]
+        return np.ascontiguousarray(arr.reshape(rows, -1).T).reshape(-1)
+    return arr.reshape(-1)
+
+
+def read_weights_file(path):
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+            header = Header.parse(head, path)
+            f.seek(len(header.raw))
+            payload = np.fromfile(f, dtype="<f4")
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise WeightsError("weights file not found", path) from None
+    except IsADirectoryError:
+        raise WeightsError("is a directory, not a .weights file", path) from None
+    except OSError as e:
+        raise WeightsError(f"cannot read weights: {e.strerror}", path) from None
+    extra_bytes = (size - len(header.raw)) % 4
+    return header, payload, extra_bytes
+
+
+def load_weights(model, path, partial: bool = False):
+    """Loads ``path`` into ``model`` (a :class:`darknet_prn.model.Darknet`). Returns the Header.
+
+    The file must hold exactly the floats the cfg needs; ``partial=True`` (Darknet's transfer-learning
+    use) loads what fits and warns instead."""
+    import torch
+
+    path = os.fspath(path)
+    header, payload, extra_bytes = read_weights_file(path)
+    graph = model.graph
+    need = graph.weights_floats
+    have = payload.size
+    if have != need or extra_bytes:
+        if have < need:
+            where = _where(graph, have)
+            msg = (f"too short: the cfg needs {need:,} floats, the file has {have:,}; it runs out at {where}")
+        else:
+            msg = (f"too long: the cfg needs {need:,} floats, the file has {have:,}"
+                   + (f" and {extra_bytes} stray bytes" if extra_bytes else "")
+                   + " (wrong cfg for these weights?)")
+        if not partial:
+            raise WeightsError(msg + "; pass partial=True / --partial to load what fits", path)
+        warnings.warn(WarningLoad(f"{path}: {msg}; loaded what fits"), stacklevel=2)
+    off = 0
+    with torch.no_grad():
+        for layer in graph.layers:
+            for spec in layer.arrays:
+                n = spec.size
+                if off + n > have:
+                    if off < have:    # a partially covered array keeps the tail of its current values
+                        t = model.tensor(layer.index, spec.name)
+                        flat = t.view(-1)
+                        flat[:have - off].copy_(torch.from_numpy(payload[off:have].copy()))
+                    off = have
+                    break
+                arr = _file_view(payload[off:off + n], spec, header.transpose)
+                model.tensor(layer.index, spec.name).copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+                off += n
+    model.weights_header = header
+    return header
+
+
+def _where(graph, offset):
+    off = 0
+    for layer in graph.layers:
+        for spec in layer.arrays:
+            if off + spec.size > offset:
+                return (f"layer {layer.index} [{layer.section.name}] ({layer.where}), array '{spec.name}' "
+                        f"({offset - off:,} of {spec.size:,} floats present)")
+            off += spec.size
+    return "the end"
+
+
+def save_weights(model, path, header: Header | None = None):
+    """Writes ``model`` as a Darknet ``.weights`` file, atomically. Uses the header read by
+    ``load_weights`` (so load -> save is byte-identical) or Darknet's ``0.2.5``, seen=0."""
+    path = os.fspath(path)
+    header = header or getattr(model, "weights_header", None)
+    raw = header.raw if header is not None else DEFAULT_HEADER
+    transpose = header.transpose if header is not None else False
+    tmp = path + ".part"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            for layer in model.graph.layers:
+                for spec in layer.arrays:
+                    arr = model.tensor(layer.index, spec.name).detach().to("cpu", copy=False).contiguous().numpy()
+                    f.write(_to_file(arr.astype("<f4", copy=False), spec, transpose).tobytes())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise WeightsError(f"cannot write weights: {e.strerror}", path) from None
