@@ -458,6 +458,9 @@ def parse_shortcut(g: Context) -> Layer:
         if (fh, fw) != (h, w):
             if len(refs) == 1 and wtype == "none" and _strided_ok((fh, fw), (h, w)):
                 strided = True        # pjreddie's strided shortcut (ResNet cfgs)
+                _warn(g, "from", f"from layer {i} is {fmt_shape(g.layers[i].out_shape)}, the previous layer "
+                                 f"{fmt_shape(g.in_shape)}: using pjreddie's strided shortcut (current Darknet "
+                                 f"rejects this cfg)")
             else:
                 raise g.error(f"from layer {i} is {fmt_shape(g.layers[i].out_shape)} but the previous layer is "
                               f"{fmt_shape(g.in_shape)}: width/height must match", "from")

@@ -1,0 +1,68 @@
+"""The ``darknet-prn`` command line. Each subcommand lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches and turns
+:class:`DarknetError` into a one-line message with exit status 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from . import __version__
+from .errors import DarknetError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "detect": ("darknet_prn.detect", "detect objects in images, directories or videos (like darknet detector test)"),
+    "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
+    "export": ("darknet_prn.export", "export a model to ONNX"),
+    "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
+}
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
+def build_parser(argv_cmd: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darknet-prn", description="Run Darknet models (cfg + .weights) in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"darknet-prn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (mod, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if argv_cmd in (None, name):
+            # only import the module of the command being run (torch stays out of `summary`)
+            try:
+                module = importlib.import_module(mod)
+            except ImportError:
+                if argv_cmd == name:
+                    raise
+                continue
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _format_warning
+    cmd = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(cmd if cmd in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except DarknetError as e:
+        print(f"darknet-prn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
