@@ -114,3 +114,8 @@ class Darknet(nn.Module):
         if ck.get("weights_header"):
             net.weights_header = wio.Header.parse(ck["weights_header"], os.fspath(path))
         return net
+
+    def export_onnx(self, path, **kw):
+        """Writes this model as ONNX (see :func:`darknet_prn.export.export_onnx` for the options)."""
+        from .export import export_onnx
+        return export_onnx(self, path, **kw)
