@@ -1,0 +1,190 @@
+"""Image pre-processing exactly as Darknet's ``detector test`` does it (spec §3.10), vectorised with numpy.
+
+Darknet decodes with stb_image to 8-bit RGB, converts to float with ``(float)(u8 / 255.)``, then either
+``resize_image`` (two-pass bilinear, aspect ratio not kept; the default) or ``letterbox_image`` (aspect kept,
+centred on a 0.5 grey canvas; ``[net] letter_box=1`` or ``-letter_box``). Everything here works on HWC float32
+arrays (channels last, RGB) and reproduces Darknet's float32 arithmetic operation by operation, so the network
+input matches Darknet's up to the JPEG decoder (other decoders than stb may differ by ±1 LSB in a few pixels).
+
+JPEGs are decoded bit-exactly as stb_image does (:mod:`darknet_prn.stbjpeg`); other formats (and JPEGs that
+module declines) with OpenCV from the file's bytes (so non-ASCII paths work), EXIF orientation ignored (stb
+ignores it too), grey images expanded to 3 channels, an alpha channel dropped and 16-bit samples shifted
+right by 8, as stb does with ``req_comp = 3``. Decoded images are RGB here.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import DarknetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm",
+                    ".pnm", ".sr", ".ras", ".pxm", ".pic", ".hdr", ".exr", ".gif", ".tga")
+
+# Darknet: (float)(u8 / 255.) -- a double division rounded once to float32; a 256-entry table is exact.
+_U8_TO_FLOAT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - opencv is a dependency
+        raise DarknetError(f"OpenCV (opencv-python-headless) is required to read images: {e}") from None
+    return cv2
+
+
+def decode_image(data: bytes, path=None) -> np.ndarray:
+    """Decode encoded image bytes to an ``(H, W, 3)`` uint8 **RGB** array, as stb_image would.
+
+    JPEGs go through :mod:`darknet_prn.stbjpeg` (bit-exact stb pixels) when it can guarantee them, everything
+    else (and JPEGs it declines) through OpenCV. Raises :class:`DarknetError` naming ``path``.
+    """
+    if data[:2] == b"\xff\xd8" and path is not None:
+        from .stbjpeg import decode_jpeg_stb
+        rgb = decode_jpeg_stb(path, data)
+        if rgb is not None:
+            return rgb
+    cv2 = _cv2()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = None
+    if buf.size:
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | getattr(cv2, "IMREAD_IGNORE_ORIENTATION", 0)
+        try:
+            img = cv2.imdecode(buf, flags)
+        except cv2.error:
+            img = None
+        if img is None and data[:3] == b"GIF":
+            img = _decode_gif(cv2, path)
+    if img is None:
+        raise DarknetError("cannot decode the image (not an image, unsupported format or corrupt file)", path)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.dtype == np.uint16:                       # stbi__convert_16_to_8
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:                      # float formats (HDR/EXR)
+        img = (np.clip(np.nan_to_num(img.astype(np.float64)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(img[:, :, 2::-1])
+
+
+def _decode_gif(cv2, path):
+    """First frame of a GIF through VideoCapture (OpenCV builds without an imdecode GIF reader)."""
+    if path is None:
+        return None
+    cap = cv2.VideoCapture(os.fspath(path))
+    try:
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    return frame if ok else None
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file to ``(H, W, 3)`` uint8 **RGB**. Raises :class:`DarknetError` naming the file."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise DarknetError("no such file", p)
+    if os.path.isdir(p):
+        raise DarknetError("is a directory, not an image", p)
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DarknetError(f"cannot read: {e.strerror or e}", p) from None
+    if not data:
+        raise DarknetError("empty file, not an image", p)
+    return decode_image(data, p)
+
+
+def to_float(img_u8: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` -> float32 RGB in [0, 1] exactly as Darknet's ``(float)(u8 / 255.)``."""
+    img = _check_array(img_u8)
+    if bgr:
+        img = img[:, :, ::-1]
+    return _U8_TO_FLOAT[img]
+
+
+def _check_array(img) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise DarknetError(f"expected an image array of shape (H, W, 3), got {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise DarknetError(f"empty image array of shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise DarknetError(f"expected a uint8 image array, got dtype {a.dtype}")
+    return a
+
+
+def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet's ``resize_image`` on an ``(H, W, C)`` float32 array -> ``(h, w, C)`` float32.
+
+    Two separable passes, align-corners scale ``(W-1)/(w-1)`` in float32, the last output column copies the last
+    input column, and -- Darknet's quirk, kept -- the last output row is only ``(1-dy)·part[iy]`` (its ``dy`` term
+    is skipped). Each product and sum is rounded to float32 as in the C code.
+    """
+    im = np.asarray(im, dtype=np.float32)
+    ih, iw = im.shape[:2]
+    if iw == w and ih == h:
+        return im.copy()
+    f32 = np.float32
+    # horizontal pass: (ih, w, C)
+    if iw == 1:
+        part = np.repeat(im[:, :1], w, axis=1)
+    else:
+        w_scale = f32(iw - 1) / f32(w - 1) if w > 1 else f32(0)
+        sx = np.arange(w, dtype=f32) * w_scale
+        ix = sx.astype(np.int64)
+        ix[-1] = iw - 1  # c == w-1: copies the edge (no interpolation)
+        dx = (sx - ix.astype(f32)).astype(f32)
+        dx[-1] = 0
+        ix1 = np.minimum(ix + 1, iw - 1)
+        a = (f32(1) - dx)[None, :, None] * im[:, ix]
+        b = dx[None, :, None] * im[:, ix1]
+        part = a + b
+        part[:, -1] = im[:, -1]
+    # vertical pass: (h, w, C)
+    h_scale = f32(ih - 1) / f32(h - 1) if h > 1 else f32(0)
+    sy = np.arange(h, dtype=f32) * h_scale
+    iy = sy.astype(np.int64)
+    dy = (sy - iy.astype(f32)).astype(f32)
+    out = (f32(1) - dy)[:, None, None] * part[iy]
+    if ih > 1:
+        rows = np.arange(h - 1)  # the last row gets no dy term (Darknet's `continue`)
+        iy1 = np.minimum(iy[rows] + 1, ih - 1)
+        out[rows] = out[rows] + dy[rows, None, None] * part[iy1]
+    return out.astype(f32, copy=False)
+
+
+def letterbox_size(w: int, h: int, net_w: int, net_h: int) -> tuple:
+    """Darknet's ``(new_w, new_h)`` for letterboxing a ``w`` x ``h`` image into ``net_w`` x ``net_h`` (C ints)."""
+    if np.float32(net_w) / np.float32(w) < np.float32(net_h) / np.float32(h):
+        return net_w, (h * net_w) // w
+    return (w * net_h) // h, net_h
+
+
+def letterbox_image(im: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
+    """Darknet's ``letterbox_image``: resize keeping the aspect ratio, paste centred on a 0.5 canvas."""
+    ih, iw = im.shape[:2]
+    new_w, new_h = letterbox_size(iw, ih, net_w, net_h)
+    resized = resize_image(im, new_w, new_h)
+    out = np.full((net_h, net_w, im.shape[2]), 0.5, dtype=np.float32)
+    dx, dy = (net_w - new_w) // 2, (net_h - new_h) // 2
+    # embed_image: only the part that falls inside the canvas
+    x0, y0 = max(dx, 0), max(dy, 0)
+    x1, y1 = min(dx + new_w, net_w), min(dy + new_h, net_h)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = resized[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    return out
+
+
+def prepare(img_u8: np.ndarray, net_w: int, net_h: int, letterbox: bool = False, bgr: bool = False) -> np.ndarray:
+    """uint8 HWC image -> the network input as Darknet builds it: float32 ``(3, net_h, net_w)``, RGB, [0, 1]."""
+    im = to_float(img_u8, bgr=bgr)
+    net_in = letterbox_image(im, net_w, net_h) if letterbox else resize_image(im, net_w, net_h)
+    return np.ascontiguousarray(net_in.transpose(2, 0, 1))
