@@ -192,17 +192,18 @@ class Detector:
     list; default: ``coco.names`` beside the weights when there are 80 classes, else ``"0"``, ``"1"``, ...),
     ``data`` (a Darknet ``.data`` file whose ``names=`` is used), ``thresh`` (0.25), ``nms`` (0.45; 0 or None
     disables NMS), ``hier`` (0.5, tree heads), ``letterbox`` (None: the cfg's ``[net] letter_box``),
-    ``device`` ('cpu' or 'cuda'), ``width``/``height`` (override the cfg's input size).
+    ``device`` ('cpu' or 'cuda'), ``width``/``height`` (override the cfg's input size), ``partial`` (load a
+    ``.weights`` file that does not fit the cfg as far as it goes, with a warning).
     """
 
     def __init__(self, cfg, weights=None, names=None, thresh: float = 0.25, nms: float = 0.45, letterbox=None,
-                 device="cpu", data=None, hier: float = 0.5, width=None, height=None):
+                 device="cpu", data=None, hier: float = 0.5, width=None, height=None, partial: bool = False):
         import torch
         from .model import Darknet
         self.device = _resolve_device(device)
         self.net = Darknet.from_cfg(cfg, width=width, height=height)
         if weights is not None:
-            self.net.load_weights(weights)
+            self.net.load_weights(weights, partial=partial)
         self.net.eval()
         self.net.to(self.device)
         self._torch = torch
@@ -538,6 +539,10 @@ def add_arguments(parser):
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--width", type=int, help="override the cfg's [net] width")
+    parser.add_argument("--height", type=int, help="override the cfg's [net] height")
+    parser.add_argument("--partial", action="store_true",
+                        help="load a .weights file that does not fit the cfg as far as it goes (with a warning)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on directories and videos")
     parser.add_argument("--quiet", "-q", action="store_true", help="no Darknet-style text on stdout")
 
@@ -780,7 +785,8 @@ def run(args) -> int:
         if args.names and args.data:
             raise DarknetError("give either --names or --data, not both")
         det = Detector(args.cfg, args.weights, names=args.names, data=args.data, thresh=args.thresh, nms=args.nms,
-                       letterbox=args.letterbox, device=args.device, hier=args.hier)
+                       letterbox=args.letterbox, device=args.device, hier=args.hier, width=args.width,
+                       height=args.height, partial=args.partial)
     except DarknetError as e:
         print(f"darknet-prn detect: error: {e}", file=sys.stderr, flush=True)
         return 2
