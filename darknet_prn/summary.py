@@ -30,15 +30,18 @@ def layer_info(l) -> dict:
     return d
 
 
-def conv_bflops(net: Network) -> float:
-    """BFLOPs of convolutions only (how 2019 Darknet and the PRN paper count)."""
-    return sum(l.bflops for l in net.layers if l.type == "convolutional")
+def conv_bflops(net: Network, types=("convolutional",)) -> float:
+    """BFLOPs of the given layer types only. Convolutions alone reproduce the PRN paper's Table 2;
+    convolutions + maxpools its Table 3 (2019 Darknet counted no other layer)."""
+    return sum(l.bflops for l in net.layers if l.type in types)
 
 
 def summary_dict(net: Network) -> dict:
     return {"cfg": net.path, "width": net.width, "height": net.height, "channels": net.channels,
             "layers": [layer_info(l) for l in net.layers], "bflops": round(net.bflops, 6),
-            "bflops_conv": round(conv_bflops(net), 6), "weights_floats": net.weights_floats,
+            "bflops_conv": round(conv_bflops(net), 6),
+            "bflops_conv_maxpool": round(conv_bflops(net, ("convolutional", "maxpool")), 6),
+            "weights_floats": net.weights_floats,
             "params": net.params, "running_stat_floats": net.running_floats, "outputs": net.output_layers}
 
 
