@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from .errors import CfgError
+from .fileio import read_cfg_file_text
 
 # section aliases (parser.c string_to_layer_type) -> canonical type name
 SECTION_ALIASES = {
@@ -216,18 +217,7 @@ def read_cfg_text(text: str, path: str = "<cfg>") -> list:
 
 def read_cfg(path) -> list:
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CfgError("cfg file not found", path) from None
-    except IsADirectoryError:
-        raise CfgError("is a directory, not a cfg file", path) from None
-    except OSError as e:
-        raise CfgError(f"cannot read cfg: {e.strerror}", path) from None
-    if b"\x00" in data[:4096]:
-        raise CfgError("not a text cfg file (binary data; did you swap cfg and weights?)", path)
-    return read_cfg_text(data.decode("utf-8", errors="replace"), path)
+    return read_cfg_text(read_cfg_file_text(path), path)
 
 
 def warn_unused(section: Section) -> None:

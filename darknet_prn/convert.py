@@ -24,13 +24,13 @@ mapped layer must keep its output shape and the ``.weights`` layout must be iden
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass, field
 
 from .cfg import read_cfg_text
 from .errors import CfgError
+from .fileio import atomic_write, read_cfg_file_text
 from .graph import build_network
 
 DIRECTIONS = ("explicit", "darknet")
@@ -405,36 +405,11 @@ def _verify(old_net, conv: Conversion, path):
 # ----------------------------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------------------------
-def read_text(path) -> str:
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CfgError("cfg file not found", path) from None
-    except IsADirectoryError:
-        raise CfgError("is a directory, not a cfg file", path) from None
-    except OSError as e:
-        raise CfgError(f"cannot read cfg: {e.strerror}", path) from None
-    if b"\x00" in data[:4096]:
-        raise CfgError("not a text cfg file (binary data; did you swap cfg and weights?)", path)
-    return data.decode("utf-8", errors="surrogateescape")
+read_text = read_cfg_file_text
 
 
 def write_text_atomic(path, text: str) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(text.encode("utf-8", errors="surrogateescape"))
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise CfgError(f"cannot write cfg: {e.strerror}", path) from None
+    atomic_write(path, lambda f: f.write(text.encode("utf-8", errors="surrogateescape")), "cfg", CfgError)
 
 
 def add_arguments(p):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import WeightsError
+from .fileio import atomic_write
 
 DEFAULT_HEADER = struct.pack("<iiiQ", 0, 2, 5, 0)
 
@@ -143,18 +144,12 @@ def save_weights(model, path, header: Header | None = None):
     header = header or getattr(model, "weights_header", None)
     raw = header.raw if header is not None else DEFAULT_HEADER
     transpose = header.transpose if header is not None else False
-    tmp = path + ".part"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            for layer in model.graph.layers:
-                for spec in layer.arrays:
-                    arr = model.tensor(layer.index, spec.name).detach().to("cpu", copy=False).contiguous().numpy()
-                    f.write(_to_file(arr.astype("<f4", copy=False), spec, transpose).tobytes())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise WeightsError(f"cannot write weights: {e.strerror}", path) from None
+
+    def write(f):
+        f.write(raw)
+        for layer in model.graph.layers:
+            for spec in layer.arrays:
+                arr = model.tensor(layer.index, spec.name).detach().to("cpu", copy=False).contiguous().numpy()
+                f.write(_to_file(arr.astype("<f4", copy=False), spec, transpose).tobytes())
+
+    atomic_write(path, write, "weights", WeightsError)
