@@ -1,0 +1,1187 @@
+"""``darknet-prn export``: a Darknet model (cfg + .weights) as an ONNX file.
+
+The graph is traced (``torch.onnx.export(..., dynamo=False)``) from an *export copy* of the network
+(``copy.deepcopy``; the network passed in is not changed): batch norm folded into the convolutions and
+``[connected]`` layers (``fuse=True``; the per-filter factor in float64 as Darknet's ``fuse_conv_batchnorm``),
+the layers replaced by export forms with static shapes (the batch is the only dynamic dimension) and only
+standard ONNX operators: Conv/MaxPool with Darknet's asymmetric padding as ``pads`` attributes, nearest
+``Resize`` for ``[upsample]``, XNOR/binary weights binarized into constants, mish = ``x·tanh(softplus(x))``,
+swish = ``x·sigmoid(x)``, hard_mish = ``x·clip(x+2, 0, 2)/2``, elu/selu with ``exp(x) − 1``. The few remaining
+types (``[local]``, ``[normalization]``, ``maxpool_depth``, ``[local_avgpool]``, ``[detection]``,
+``[implicit]``, ...) are traced from their ``darknet_prn.modules`` implementation. No custom
+operators, no ONNX-domain extensions; opsets 11..20 (``MIN_OPSET``..``MAX_OPSET``).
+
+Outputs
+-------
+* default: input ``images`` float32 (N, C, H, W) in [0, 1]; one output per network output layer (every
+  ``[yolo]``, ``[Gaussian_yolo]``, ``[region]``, ``[detection]`` head, else the last non-``[cost]`` layer), named
+  ``<type>_<index>`` (``yolo_16``, ``softmax_77``), holding exactly what ``Darknet.layer_outputs`` gives for that
+  layer (same shape).
+* ``decode=True``: a single output ``detections`` (N, boxes, 4 + 1 + classes), see :class:`Decode`.
+* ``nms=True`` (implies ``decode``): also ``selected_indices`` (K, 3) int64 ``[batch, class, box]`` from ONNX
+  ``NonMaxSuppression`` (per class, IoU > ``iou_thresh`` suppresses, scores > ``conf_thresh`` kept, as Darknet's
+  ``do_nms_sort``); the score of a selection is ``detections[batch, box, 5 + class]``.
+
+Decoded layout (``detections[n, b]``)
+-------------------------------------
+``cx, cy, w, h`` box centre and size in *network input pixels* (the ``images`` tensor; undo a letterbox or a
+resize to map them onto the original image), then ``objectness``, then one *class probability* per class, which
+is Darknet's ``det.prob[j]`` before its threshold:
+
+===================  ===========================  ===============================================
+head                 objectness                   class probability j
+===================  ===========================  ===============================================
+``[yolo]``           obj (logistic)               obj · cls_j
+``[Gaussian_yolo]``  obj                          obj · cls_j · (1 − (σx + σy + σw + σh)/4)
+``[region]``         σ(obj) (Darknet: 1)          σ(obj) · cls_j (classes after softmax)
+``[detection]``      box confidence               confidence · cls_j of the cell
+===================  ===========================  ===============================================
+
+Boxes as ``get_yolo_detections`` / ``get_gaussian_yolo_detections`` / ``get_region_boxes`` /
+``get_detection_detections`` compute them, times the input size: ``cx = (col + x)/lw · W``,
+``w = exp(tw)·anchor_w/W · W`` (``new_coords=1``: ``tw²·4·anchor_w``; region: ``x = σ(tx)``,
+``w = exp(tw)·anchor_w/lw · W``; detection: ``w = tw·W``, ``tw²·W`` with ``sqrt=1``), Gaussian ``yolo_point``
+offsets applied; no letterbox correction (``correct_yolo_boxes`` needs the original image size). Rows follow
+Darknet's detection order: heads in layer order, inside a head cells row-major, then anchors (all of them: no
+threshold in the graph). Darknet keeps a (row, class) when ``prob > thresh``; for ``[yolo]``/``[Gaussian_yolo]``
+it first drops rows with ``objectness <= thresh``, which changes nothing since there prob ≤ objectness. So
+"(row, class) with prob > thresh" are exactly Darknet's candidates, and ``darknet_prn.postprocess`` decodes the
+same values (relative boxes: divide by W, H).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import json
+import math
+import os
+import secrets
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import __version__
+from .activations import activate
+from .errors import DarknetError
+from .graph import HEAD_TYPES, NOT_RUNNABLE
+from .modules import BN_EPS, _window_pads, add_leading, softmax_tree
+
+MIN_OPSET = 11
+
+
+def _max_opset() -> int:
+    """The highest opset the TorchScript-based torch.onnx exporter writes (20 for torch 2.5 .. 2.13)."""
+    try:
+        from torch.onnx import _constants as c
+        return int(getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or min(20, c.ONNX_MAX_OPSET))
+    except Exception:  # noqa: BLE001 -- private module; be conservative
+        return 17
+
+
+MAX_OPSET = _max_opset()
+DEFAULT_OPSET = min(17, MAX_OPSET)
+DEFAULT_CONF_THRESH = 0.25    # darknet detector test -thresh
+DEFAULT_IOU_THRESH = 0.45     # darknet detector test nms
+INPUT_NAME = "images"
+PROTOBUF_LIMIT = 2 * 1024 ** 3
+
+__all__ = ["export_onnx", "ExportResult", "Decode", "decode_heads", "add_arguments", "run"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# activations as standard ONNX ops (numerically the functions of darknet_prn.activations)
+# ----------------------------------------------------------------------------------------------------
+def export_activate(x, name):
+    if name == "linear":
+        return x
+    if name == "leaky":
+        return F.leaky_relu(x, 0.1)
+    if name == "logistic":
+        return torch.sigmoid(x)
+    if name == "relu":
+        return F.relu(x)
+    if name == "mish":
+        # darknet: x * tanh(softplus(x)), softplus = exp(x) below -20 (equal to log1p(exp(x)) in float32)
+        return x * torch.tanh(F.softplus(x))
+    if name == "swish":
+        return x * torch.sigmoid(x)
+    if name == "hard_mish":
+        # x > 0: x; -2 < x <= 0: x*x/2 + x = x*(x+2)/2; x <= -2: 0
+        return x * torch.clamp(x + 2, 0, 2) * 0.5
+    if name == "elu":
+        return torch.where(x >= 0, x, torch.exp(x) - 1)
+    if name == "selu":
+        return torch.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * (torch.exp(x) - 1))
+    return activate(x, name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ONNX ops the tracer cannot express directly
+# ----------------------------------------------------------------------------------------------------
+class _MaxPoolPads(torch.autograd.Function):
+    """MaxPool with asymmetric ``pads`` (padded cells ignored, as Darknet's -FLT_MAX window positions)."""
+
+    @staticmethod
+    def forward(ctx, x, size, stride, pads):
+        t, l, b, r = pads
+        if any(pads):
+            x = F.pad(x, (l, r, t, b), value=float("-inf"))
+        return F.max_pool2d(x, size, stride)
+
+    @staticmethod
+    def symbolic(g, x, size, stride, pads):
+        t, l, b, r = pads
+        return g.op("MaxPool", x, kernel_shape_i=[size, size], strides_i=list(stride), pads_i=[t, l, b, r])
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """ONNX NonMaxSuppression; the PyTorch side is only a placeholder for tracing (see :func:`nms_reference`)."""
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_out, iou, score):
+        return torch.zeros((0, 3), dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_out, iou, score):
+        return g.op("NonMaxSuppression", boxes, scores,
+                    g.op("Constant", value_t=torch.tensor([max_out], dtype=torch.int64)),
+                    g.op("Constant", value_t=torch.tensor([iou], dtype=torch.float32)),
+                    g.op("Constant", value_t=torch.tensor([score], dtype=torch.float32)),
+                    center_point_box_i=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# export forms of the common layers (static shapes; batch is the only dynamic dimension)
+# ----------------------------------------------------------------------------------------------------
+class _Fallback(nn.Module):
+    """A layer traced from its darknet_prn.modules implementation."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.m = module
+
+    def forward(self, x, outs):
+        return self.m(x, outs)
+
+
+def _f32(t):
+    # the export copy's own tensors: no clone needed
+    return t.detach().to(torch.float32).contiguous()
+
+
+class _Blur(nn.Module):
+    """Darknet's anti-aliasing blur (modules.blur) with its depthwise kernel as a constant."""
+
+    def __init__(self, c, size, pad, stride):
+        super().__init__()
+        if size == 2:
+            k = torch.full((2, 2), 0.25)
+        else:
+            v = torch.tensor([1.0, 2.0, 1.0])
+            k = torch.outer(v, v) / 16
+        self.register_buffer("kernel", k.expand(c, 1, size, size).contiguous())
+        self.pad, self.stride, self.c = pad, tuple(stride), c
+
+    def forward(self, x):
+        return F.conv2d(x, self.kernel, None, self.stride, self.pad, 1, self.c)
+
+
+class _Conv(nn.Module):
+    def __init__(self, layer, m, fuse):
+        super().__init__()
+        p = layer.p
+        self.act = m.act
+        w, b, scale, mean, var = (t.detach() if t is not None else None for t in m.tensors())
+        w = w.float()
+        if p["binary"]:
+            w = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+        self.bn = bool(p["bn"]) and not fuse
+        if p["bn"] and fuse:
+            # network.c fuse_conv_batchnorm: the factor in double precision (weights scaled in place: the export
+            # copy owns them; a shared conv's source is folded once)
+            inv = scale.double() / torch.sqrt(var.double() + BN_EPS)
+            b = b.double() - mean.double() * inv
+            w = w * inv.to(w.dtype).view(-1, 1, 1, 1)
+        self.register_buffer("weight", _f32(w))
+        self.register_buffer("bias", _f32(b))
+        if self.bn:
+            self.register_buffer("scale", _f32(scale))
+            self.register_buffer("mean", _f32(mean))
+            self.register_buffer("var", _f32(var))
+        _, h, wd = layer.in_shape
+        k, d = p["size"], p["dilation"]
+        P = p["padding"] * d
+        self.stride = (p["stride_y"], p["stride_x"])
+        self.pad, self.dilation, self.groups = P, d, p["groups"]
+        self.out_hw = p["conv_out"]
+        # torch's symmetric padding P gives the rows Darknet computes (window starts at -P); pad the far side
+        # when Darknet needs more rows (only with dilation), crop when torch gives more
+        ext = []
+        for size_in, size_out, s in ((h, self.out_hw[0], self.stride[0]), (wd, self.out_hw[1], self.stride[1])):
+            got = (size_in + 2 * P - d * (k - 1) - 1) // s + 1
+            ext.append(max(0, (size_out - 1) * s + d * (k - 1) + 1 - (size_in + 2 * P)) if got < size_out else 0)
+        self.extra = (0, ext[1], 0, ext[0])
+        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
+            else None
+
+    def forward(self, x, outs=None):
+        if any(self.extra):
+            x = F.pad(x, self.extra)
+        y = F.conv2d(x, self.weight, None if self.bn else self.bias, self.stride, self.pad, self.dilation,
+                     self.groups)
+        oh, ow = self.out_hw
+        if y.shape[2] != oh or y.shape[3] != ow:
+            y = y[:, :, :oh, :ow]
+        if self.bn:
+            y = F.batch_norm(y, self.mean, self.var, self.scale, self.bias, False, 0.0, BN_EPS)
+        y = export_activate(y, self.act)
+        if self.aa:
+            y = self.aa(y)
+        return y
+
+
+class _XnorConv(nn.Module):
+    """XNOR conv as Darknet's detector runs it (modules.Convolutional._xnor): BN folded into the float weights,
+    weights binarized to ±mean|W'| per filter, inputs to ±1 with -1 padding; the binarized weights are
+    constants here."""
+
+    def __init__(self, layer, m):
+        super().__init__()
+        p = layer.p
+        self.act = m.act
+        w, b, scale, mean, var = (t.detach().float() if t is not None else None for t in m.tensors())
+        if p["bn"]:      # the same float32 arithmetic as the module, so every sign decision is identical
+            inv = scale / torch.sqrt(var + BN_EPS)
+            w = w * inv.view(-1, 1, 1, 1)
+            b = b - mean * inv
+        wb = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+        self.register_buffer("weight", _f32(wb))
+        self.register_buffer("bias", _f32(b))
+        _, h, wd = layer.in_shape
+        k, d = p["size"], p["dilation"]
+        self.P = p["padding"] * d
+        self.stride, self.dilation, self.groups = (p["stride_y"], p["stride_x"]), d, p["groups"]
+        self.out_hw = p["conv_out"]
+        ext = []
+        for size_in, size_out, st in ((h + 2 * self.P, self.out_hw[0], self.stride[0]),
+                                      (wd + 2 * self.P, self.out_hw[1], self.stride[1])):
+            got = (size_in - d * (k - 1) - 1) // st + 1
+            ext.append(max(0, (size_out - 1) * st + d * (k - 1) + 1 - size_in) if got < size_out else 0)
+        self.extra = (0, ext[1], 0, ext[0])
+        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
+            else None
+
+    def forward(self, x, outs=None):
+        xb = torch.where(x > 0, 1.0, -1.0)
+        P = self.P
+        if P:
+            xb = F.pad(xb, (P, P, P, P), value=-1.0)
+        if any(self.extra):
+            xb = F.pad(xb, self.extra)
+        y = F.conv2d(xb, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        oh, ow = self.out_hw
+        if y.shape[2] != oh or y.shape[3] != ow:
+            y = y[:, :, :oh, :ow]
+        y = export_activate(y, self.act)
+        return self.aa(y) if self.aa is not None else y
+
+
+class _MaxPool(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        p = layer.p
+        _, h, w = layer.in_shape
+        self.size = p["size"]
+        self.stride = (p["stride_y"], p["stride_x"])
+        self.out_hw = p["pool_out"]
+        left = p["padding"] // 2
+        t, b = _window_pads(h, self.out_hw[0], self.size, self.stride[0], left)
+        l, r = _window_pads(w, self.out_hw[1], self.size, self.stride[1], left)
+        self.pads = (t, l, max(b, 0), max(r, 0))
+        self.aa = _Blur(layer.in_shape[0], p["blur_size"], p["blur_pad"], p["blur_stride"]) \
+            if p["antialiasing"] else None
+
+    @staticmethod
+    def supported(layer):
+        p = layer.p
+        return not p["maxpool_depth"] and 0 <= p["padding"] // 2 < p["size"] and \
+            all(v < p["size"] for v in _MaxPool(layer).pads)
+
+    def forward(self, x, outs=None):
+        t, l, b, r = self.pads
+        if t == b and l == r and 2 * max(t, l) <= self.size:
+            y = F.max_pool2d(x, self.size, self.stride, (t, l))
+        else:
+            y = _MaxPoolPads.apply(x, self.size, self.stride, self.pads)
+        oh, ow = self.out_hw
+        if y.shape[2] != oh or y.shape[3] != ow:
+            y = y[:, :, :oh, :ow]
+        if self.aa:
+            y = self.aa(y)
+        return y
+
+
+class _Route(nn.Module):
+    def __init__(self, layer, shapes):
+        super().__init__()
+        self.parts = []
+        g, gid = layer.p["groups"], layer.p["group_id"]
+        for i in layer.refs:
+            c = shapes[i][0] // g
+            self.parts.append((i, c * gid, c * (gid + 1), shapes[i][0]))
+
+    def forward(self, x, outs):
+        ts = [outs[i] if (a, b) == (0, c) else outs[i][:, a:b] for i, a, b, c in self.parts]
+        return ts[0] if len(ts) == 1 else torch.cat(ts, 1)
+
+
+class _Shortcut(nn.Module):
+    def __init__(self, layer, m):
+        super().__init__()
+        p = layer.p
+        self.refs, self.channels, self.act = list(layer.refs), list(p["channels"]), p["activation"]
+        self.weighted = p.get("weights_type", "none") != "none"
+        if self.weighted:
+            with torch.no_grad():
+                w = m._weights(m.weights.detach().float())
+            shape = (-1, 1, 1) if w.dim() == 2 else (1,)
+            for k in range(w.shape[0]):
+                self.register_buffer(f"w{k}", _f32(w[k].reshape(shape)))
+
+    def forward(self, x, outs):
+        if not self.weighted:
+            y = x
+            for i, c in zip(self.refs, self.channels):
+                y = add_leading(y, outs[i], c)
+        else:
+            y = x * self.w0
+            for k, (i, c) in enumerate(zip(self.refs, self.channels), 1):
+                wk = getattr(self, f"w{k}")
+                f = outs[i][:, :c] * (wk[:c] if wk.dim() == 3 else wk)
+                y = add_leading(y, f, c)
+        return export_activate(y, self.act)
+
+
+class _StridedShortcut(nn.Module):
+    """pjreddie's shortcut_cpu (different w/h): ``out = alpha·out + beta·from`` on the positions the strides
+    pair up (``from`` subsampled by ``stride``, spread over ``out`` by ``sample``), ``out`` elsewhere."""
+
+    def __init__(self, layer, shapes):
+        super().__init__()
+        p = layer.p
+        c, h, w = layer.in_shape
+        fc, fh, fw = shapes[layer.refs[0]]
+        self.ref, self.act, self.alpha, self.beta = layer.refs[0], p["activation"], p["alpha"], p["beta"]
+        self.stride = max(1, fw // w)
+        self.sample = max(1, w // fw)
+        self.mc, self.mh, self.mw = min(c, fc), min(h, fh), min(w, fw)
+        self.c, self.h, self.w = c, h, w
+        s = self.sample
+        mask = torch.zeros((1, 1, h, w), dtype=torch.bool)
+        mask[:, :, ::s, ::s][:, :, :self.mh, :self.mw] = True
+        self.full = bool(mask.all())
+        self.register_buffer("mask", mask)
+
+    def forward(self, x, outs):
+        f = outs[self.ref]
+        st, s, mc, mh, mw = self.stride, self.sample, self.mc, self.mh, self.mw
+        src = f[:, :mc, ::st, ::st] if st > 1 else f[:, :mc]
+        src = src[:, :, :mh, :mw]
+        if s > 1:      # zero-insertion spread onto the sample grid
+            src = F.pad(src.reshape(-1, mc, mh, 1, mw, 1), (0, s - 1, 0, 0, 0, s - 1))
+            src = src.reshape(-1, mc, mh * s, mw * s)
+        pad_h, pad_w = self.h - src.shape[2], self.w - src.shape[3]
+        if pad_h or pad_w:
+            src = F.pad(src, (0, pad_w, 0, pad_h)) if pad_h >= 0 and pad_w >= 0 else src[:, :, :self.h, :self.w]
+        xm = x[:, :mc] if mc < self.c else x
+        y = xm * self.alpha + src * self.beta if self.alpha != 1 else xm + src * self.beta
+        if not self.full:
+            y = torch.where(self.mask, y, xm)
+        if mc < self.c:
+            y = torch.cat([y, x[:, mc:]], 1)
+        return export_activate(y, self.act)
+
+
+class _Upsample(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.stride, self.scale = layer.p["stride"], layer.p["scale"]
+
+    def forward(self, x, outs=None):
+        y = F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
+        return y * self.scale if self.scale != 1 else y
+
+
+class _Yolo(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        p = layer.p
+        self.shape = layer.in_shape
+        self.n, self.per, self.s, self.new_coords = len(p["mask"]), p["classes"] + 5, p["scale_x_y"], p["new_coords"]
+
+    def forward(self, x, outs=None):
+        c, h, w = self.shape
+        v = x.reshape(-1, self.n, self.per, h, w)
+        if self.new_coords:
+            xy, rest = v[:, :, :2], v[:, :, 2:]
+        else:
+            xy = torch.sigmoid(v[:, :, :2])
+            rest = torch.cat([v[:, :, 2:4], torch.sigmoid(v[:, :, 4:])], 2)
+        if self.s != 1:
+            xy = xy * self.s - 0.5 * (self.s - 1)
+        return torch.cat([xy, rest], 2).reshape(-1, c, h, w)
+
+
+class _GaussianYolo(nn.Module):
+    """[x, σx, y, σy, w, σw, h, σh, obj, cls...]: logistic on all but w, h; scale_x_y on x, y."""
+
+    def __init__(self, layer):
+        super().__init__()
+        p = layer.p
+        self.shape = layer.in_shape
+        self.n, self.per, self.s = len(p["mask"]), p["classes"] + 9, p["scale_x_y"]
+
+    def forward(self, x, outs=None):
+        c, h, w = self.shape
+        v = x.reshape(-1, self.n, self.per, h, w)
+        sg = torch.sigmoid(v)
+        s = self.s
+
+        def sxy(t):
+            return t if s == 1 else t * s - 0.5 * (s - 1)
+        parts = [sxy(sg[:, :, 0:1]), sg[:, :, 1:2], sxy(sg[:, :, 2:3]), sg[:, :, 3:4], v[:, :, 4:5], sg[:, :, 5:6],
+                 v[:, :, 6:7], sg[:, :, 7:]]
+        return torch.cat(parts, 2).reshape(-1, c, h, w)
+
+
+class _Region(nn.Module):
+    def __init__(self, layer, m):
+        super().__init__()
+        p = layer.p
+        self.shape = layer.in_shape
+        self.num, self.per, self.softmax, self.tree = p["num"], p["coords"] + 1 + p["classes"], p["softmax"], m.tree
+        self.coords = p["coords"]
+
+    def forward(self, x, outs=None):
+        c, h, w = self.shape
+        v = x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h * w, self.num, self.per)
+        coords, obj, cls = v[..., :4], v[..., 4:5], v[..., 5:]
+        if self.tree is not None:
+            cls = softmax_tree(cls, self.tree)
+        elif self.softmax:
+            cls = torch.softmax(cls, -1)
+        return torch.cat([coords, torch.sigmoid(obj), cls], -1)
+
+
+class _Softmax(nn.Module):
+    def __init__(self, layer, m):
+        super().__init__()
+        p = layer.p
+        self.inputs = int(math.prod(layer.in_shape))
+        self.groups, self.t, self.spatial, self.tree = p["groups"], p["temperature"], p["spatial"], m.tree
+
+    def forward(self, x, outs=None):
+        if self.spatial:
+            return torch.softmax(x / self.t if self.t != 1 else x, 1)
+        flat = x.reshape(-1, self.inputs)
+        if self.tree is not None:
+            return softmax_tree(flat, self.tree, self.t).reshape(-1, self.inputs, 1, 1)
+        v = flat.reshape(-1, self.groups, self.inputs // self.groups)
+        y = torch.softmax(v / self.t if self.t != 1 else v, -1)
+        return y.reshape(-1, self.inputs, 1, 1)
+
+
+class _Connected(nn.Module):
+    def __init__(self, layer, m, fuse):
+        super().__init__()
+        p = layer.p
+        self.inputs, self.outputs, self.act = p["inputs"], p["outputs"], p["activation"]
+        w, b = m.weights.detach(), m.biases.detach()
+        self.bn = bool(p["bn"]) and not fuse
+        if p["bn"] and fuse:
+            inv = m.scales.detach().double() / torch.sqrt(m.rolling_variance.detach().double() + BN_EPS)
+            w = w * inv.to(w.dtype).view(-1, 1)
+            b = b.double() - m.rolling_mean.detach().double() * inv
+        self.register_buffer("weight", _f32(w))
+        self.register_buffer("bias", _f32(b))
+        if self.bn:
+            self.register_buffer("scale", _f32(m.scales))
+            self.register_buffer("mean", _f32(m.rolling_mean))
+            self.register_buffer("var", _f32(m.rolling_variance))
+
+    def forward(self, x, outs=None):
+        x = x.reshape(-1, self.inputs)
+        if self.bn:
+            y = F.linear(x, self.weight)
+            y = (y - self.mean) * (self.scale / torch.sqrt(self.var + BN_EPS)) + self.bias
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        return export_activate(y, self.act).reshape(-1, self.outputs, 1, 1)
+
+
+class _BatchNorm(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        for name, src in (("bias", m.biases), ("scale", m.scales), ("mean", m.rolling_mean),
+                          ("var", m.rolling_variance)):
+            self.register_buffer(name, _f32(src))
+
+    def forward(self, x, outs=None):
+        return F.batch_norm(x, self.mean, self.var, self.scale, self.bias, False, 0.0, BN_EPS)
+
+
+class _Act(nn.Module):
+    """[activation], [scale_channels], [sam], [partial_shortcut], [dropout], [empty]."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.type, self.refs = layer.type, list(layer.refs)
+        self.act = layer.p.get("activation", "linear")
+        self.channels = list(layer.p.get("channels", ()))
+
+    def forward(self, x, outs=None):
+        if self.type in ("scale_channels", "sam"):
+            x = outs[self.refs[0]] * x
+        elif self.type == "partial_shortcut":
+            for i, c in zip(self.refs, self.channels):
+                x = add_leading(x, outs[i], c)
+        return export_activate(x, self.act)
+
+
+def _space_to_depth(x, c, h, w, s):
+    return x.reshape(-1, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4).reshape(-1, s * s * c, h // s, w // s)
+
+
+def _depth_to_space(x, c, h, w, s):
+    oc = c // (s * s)
+    return x.reshape(-1, s, s, oc, h, w).permute(0, 3, 4, 1, 5, 2).reshape(-1, oc, h * s, w * s)
+
+
+class _Reorg(nn.Module):
+    """[reorg3d] (Darknet's channel order = ONNX SpaceToDepth's) and pjreddie's reinterpreting [reorg]."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.old = layer.type == "reorg"
+        self.s, self.reverse = layer.p["stride"], layer.p["reverse"]
+        self.in_shape, self.out_shape = tuple(layer.in_shape), tuple(layer.out_shape)
+
+    def forward(self, x, outs=None):
+        c, h, w = self.in_shape
+        s = self.s
+        if not self.old:
+            return _depth_to_space(x, c, h, w, s) if self.reverse else _space_to_depth(x, c, h, w, s)
+        if self.reverse:
+            y = _depth_to_space(x, c * s * s, h // s, w // s, s)
+        else:
+            y = _space_to_depth(x, c // (s * s), h * s, w * s, s)
+        return y.reshape((-1,) + self.out_shape)
+
+
+class _Crop(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        _, h, w = layer.in_shape
+        _, self.ch, self.cw = layer.out_shape
+        self.dh, self.dw = (h - self.ch) // 2, (w - self.cw) // 2
+        self.noadjust = layer.p["noadjust"]
+
+    def forward(self, x, outs=None):
+        y = x[:, :, self.dh:self.dh + self.ch, self.dw:self.dw + self.cw]
+        return y if self.noadjust else y * 2 - 1
+
+
+class _AvgPool(nn.Module):
+    def forward(self, x, outs=None):
+        return F.adaptive_avg_pool2d(x, 1)
+
+
+def _export_layer(layer, m, shapes, fuse):
+    t, p = layer.type, layer.p
+    if t == "convolutional" and p["padding"] >= 0:
+        return _XnorConv(layer, m) if p["xnor"] else _Conv(layer, m, fuse)
+    if t == "maxpool" and _MaxPool.supported(layer):
+        return _MaxPool(layer)
+    if t == "route":
+        return _Route(layer, shapes)
+    if t == "shortcut":
+        return _StridedShortcut(layer, shapes) if p["strided"] else _Shortcut(layer, m)
+    if t == "upsample" and p["stride"] > 0:
+        return _Upsample(layer)
+    if t == "yolo":
+        return _Yolo(layer)
+    if t == "gaussian_yolo":
+        return _GaussianYolo(layer)
+    if t == "region" and p["coords"] == 4:
+        return _Region(layer, m)
+    if t == "softmax":
+        return _Softmax(layer, m)
+    if t == "connected":
+        return _Connected(layer, m, fuse)
+    if t == "batchnorm":
+        return _BatchNorm(m)
+    if t in ("activation", "scale_channels", "sam", "partial_shortcut", "dropout", "empty"):
+        return _Act(layer)
+    if t == "avgpool":
+        return _AvgPool()
+    if t in ("reorg3d", "reorg"):
+        return _Reorg(layer)
+    if t == "crop":
+        return _Crop(layer)
+    return _Fallback(m)
+
+
+# ----------------------------------------------------------------------------------------------------
+# decoding
+# ----------------------------------------------------------------------------------------------------
+def _head_classes(layer):
+    return layer.p["classes"]
+
+
+class Decode(nn.Module):
+    """Darknet's detection decoding of the network heads (see the module docstring for the layout).
+
+    ``Decode(graph)(heads)`` takes the head tensors in ``graph.output_layers`` order (as ``Darknet.forward``
+    returns them) and gives (N, boxes, 4 + 1 + classes) float32."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.net_w, self.net_h = float(graph.width), float(graph.height)
+        heads = [graph.layers[i] for i in graph.output_layers]
+        bad = [l for l in heads if l.type not in HEAD_TYPES]
+        if bad or not heads:
+            l = bad[0] if bad else graph.layers[-1]
+            raise DarknetError(f"decoding needs detection heads ([yolo], [Gaussian_yolo], [region] or [detection]); "
+                               f"this network's output is [{l.section.name}] layer {l.index}", graph.path)
+        classes = {_head_classes(l) for l in heads}
+        if len(classes) != 1:
+            raise DarknetError(f"decoding needs one class count for all heads, got {sorted(classes)}", graph.path)
+        self.classes = classes.pop()
+        self.specs = []
+        for k, l in enumerate(heads):
+            p = l.p
+            if l.type == "region" and (p["coords"] != 4 or p.get("tree") is not None):
+                raise DarknetError(f"[region] layer {l.index}: decoding supports coords=4 without tree= "
+                                   f"(YOLO9000 hierarchies are not decoded)", l.section.path, l.section.line)
+            if l.type == "detection" and p["coords"] != 4:
+                raise DarknetError(f"[detection] layer {l.index}: decoding supports coords=4", l.section.path,
+                                   l.section.line)
+            if l.type == "detection":
+                side, num = p["side"], p["num"]
+                lh = lw = side
+                cells = torch.arange(side * side).repeat_interleave(num)
+                aw = ah = torch.zeros(side * side * num)
+            elif l.type == "region":
+                num = p["num"]
+                _, lh, lw = l.in_shape
+                cells = torch.arange(lh * lw).repeat_interleave(num)
+                a = torch.tensor(p["anchors"][:2 * num], dtype=torch.float32).view(num, 2)
+                aw, ah = a[:, 0].repeat(lh * lw), a[:, 1].repeat(lh * lw)
+            else:
+                num = len(p["mask"])
+                _, lh, lw = l.in_shape
+                cells = torch.arange(lh * lw).repeat_interleave(num)
+                a = torch.tensor([p["anchors"][2 * m:2 * m + 2] for m in p["mask"]], dtype=torch.float32)
+                aw, ah = a[:, 0].repeat(lh * lw), a[:, 1].repeat(lh * lw)
+            self.register_buffer(f"col{k}", (cells % lw).float())
+            self.register_buffer(f"row{k}", (cells // lw).float())
+            self.register_buffer(f"aw{k}", aw.contiguous())
+            self.register_buffer(f"ah{k}", ah.contiguous())
+            self.specs.append(dict(type=l.type, index=l.index, lw=lw, lh=lh, num=num, shape=l.in_shape,
+                                   new_coords=p.get("new_coords", 0), yolo_point=p.get("yolo_point", "center"),
+                                   sqrt=p.get("sqrt", 0), per=(self.classes + 9 if l.type == "gaussian_yolo"
+                                                               else self.classes + 5)))
+
+    @property
+    def boxes(self) -> int:
+        return sum(s["lw"] * s["lh"] * s["num"] for s in self.specs)
+
+    def forward(self, heads):
+        parts = []
+        for k, (s, h) in enumerate(zip(self.specs, heads)):
+            col, row = getattr(self, f"col{k}"), getattr(self, f"row{k}")
+            aw, ah = getattr(self, f"aw{k}"), getattr(self, f"ah{k}")
+            lw, lh, num, C = s["lw"], s["lh"], s["num"], self.classes
+            h = h.float()
+            if s["type"] in ("yolo", "gaussian_yolo"):
+                v = h.reshape(-1, num, s["per"], lh * lw).permute(0, 3, 1, 2).reshape(-1, lh * lw * num, s["per"])
+            elif s["type"] == "region":
+                v = h.reshape(-1, lh * lw * num, s["per"])
+            if s["type"] == "yolo":
+                x, y, tw, th, obj, cls = v[..., 0], v[..., 1], v[..., 2], v[..., 3], v[..., 4], v[..., 5:]
+                if s["new_coords"]:
+                    bw, bh = tw * tw * 4 * aw, th * th * 4 * ah
+                else:
+                    bw, bh = torch.exp(tw) * aw, torch.exp(th) * ah
+                cx, cy = (col + x) / lw * self.net_w, (row + y) / lh * self.net_h
+                prob = obj.unsqueeze(-1) * cls
+            elif s["type"] == "gaussian_yolo":
+                x, y, tw, th, obj, cls = v[..., 0], v[..., 2], v[..., 4], v[..., 6], v[..., 8], v[..., 9:]
+                bw, bh = torch.exp(tw) * aw, torch.exp(th) * ah
+                cx, cy = (col + x) / lw * self.net_w, (row + y) / lh * self.net_h
+                if s["yolo_point"] == "left_top":
+                    cx, cy = cx + bw / 2, cy + bh / 2
+                elif s["yolo_point"] == "right_bottom":
+                    cx, cy = cx - bw / 2, cy - bh / 2
+                uc = (v[..., 1] + v[..., 3] + v[..., 5] + v[..., 7]) / 4
+                prob = obj.unsqueeze(-1) * cls * (1 - uc).unsqueeze(-1)
+            elif s["type"] == "region":
+                x, y, tw, th, obj, cls = (torch.sigmoid(v[..., 0]), torch.sigmoid(v[..., 1]), v[..., 2], v[..., 3],
+                                          v[..., 4], v[..., 5:])
+                cx, cy = (col + x) / lw * self.net_w, (row + y) / lh * self.net_h
+                bw, bh = torch.exp(tw) * aw / lw * self.net_w, torch.exp(th) * ah / lh * self.net_h
+                prob = obj.unsqueeze(-1) * cls
+            else:  # detection (YOLOv1): [cells][classes] probs, [cells][num] confidences, [cells][num][4] boxes
+                cells = lw * lh
+                cls = h[:, :cells * C].reshape(-1, cells, 1, C).expand(-1, cells, num, C).reshape(-1, cells * num, C)
+                obj = h[:, cells * C:cells * (C + num)].reshape(-1, cells * num)
+                b = h[:, cells * (C + num):cells * (C + num + 4 * num)].reshape(-1, cells * num, 4)
+                cx = (b[..., 0] + col) / lw * self.net_w
+                cy = (b[..., 1] + row) / lh * self.net_h
+                bw, bh = (b[..., 2] * b[..., 2], b[..., 3] * b[..., 3]) if s["sqrt"] else (b[..., 2], b[..., 3])
+                bw, bh = bw * self.net_w, bh * self.net_h
+                prob = obj.unsqueeze(-1) * cls
+            parts.append(torch.cat([torch.stack([cx, cy, bw, bh, obj], -1), prob], -1))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+def decode_heads(net, heads) -> torch.Tensor:
+    """Decode ``net(x)`` (the head tensors) the way the exported ``--decode`` graph does."""
+    return Decode(net.graph).to(heads[0].device)(heads)
+
+
+def nms_reference(detections, conf_thresh=DEFAULT_CONF_THRESH, iou_thresh=DEFAULT_IOU_THRESH):
+    """Per batch item and class greedy NMS on decoded rows (numpy, for checking ``selected_indices``).
+
+    Returns a set of (batch, class, box): Darknet's ``do_nms_sort`` survivors with ``prob > conf_thresh``."""
+    import numpy as np
+    d = np.asarray(detections, dtype=np.float64)
+    keep = set()
+    for n in range(d.shape[0]):
+        box = d[n, :, :4]
+        x1, y1 = box[:, 0] - box[:, 2] / 2, box[:, 1] - box[:, 3] / 2
+        x2, y2 = box[:, 0] + box[:, 2] / 2, box[:, 1] + box[:, 3] / 2
+        area = (x2 - x1) * (y2 - y1)
+        for c in range(d.shape[2] - 5):
+            s = d[n, :, 5 + c]
+            idx = [i for i in np.argsort(-s, kind="stable") if s[i] > conf_thresh]
+            alive = []
+            for i in idx:
+                ok = True
+                for j in alive:
+                    iw = max(0.0, min(x2[i], x2[j]) - max(x1[i], x1[j]))
+                    ih = max(0.0, min(y2[i], y2[j]) - max(y1[i], y1[j]))
+                    inter = iw * ih
+                    union = area[i] + area[j] - inter
+                    if union > 0 and inter / union > iou_thresh:
+                        ok = False
+                        break
+                if ok:
+                    alive.append(i)
+                    keep.add((n, c, int(i)))
+    return keep
+
+
+# ----------------------------------------------------------------------------------------------------
+# the traced module
+# ----------------------------------------------------------------------------------------------------
+class _ExportModel(nn.Module):
+    def __init__(self, net, fuse=True, decode=False, nms=False, half=False, conf_thresh=DEFAULT_CONF_THRESH,
+                 iou_thresh=DEFAULT_IOU_THRESH, outputs=None):
+        super().__init__()
+        graph = net.graph
+        shapes = [l.out_shape for l in graph.layers]
+        with torch.no_grad():
+            self.layers = nn.ModuleList(_export_layer(l, m, shapes, fuse) for l, m in zip(graph.layers, net.layers))
+        self.output_layers = list(graph.output_layers if outputs is None else outputs)
+        needed = set(self.output_layers)
+        for l in graph.layers:
+            needed.update(l.refs)
+        self.needed = needed
+        self.half_ = half
+        self.decode = Decode(graph) if decode else None
+        self.nms = nms
+        self.conf_thresh, self.iou_thresh = conf_thresh, iou_thresh
+
+    def forward(self, x):
+        if self.half_:
+            x = x.half()
+        outs = {}
+        for i, m in enumerate(self.layers):
+            x = m(x, outs)
+            if i in self.needed:
+                outs[i] = x
+        heads = [outs[i] for i in self.output_layers]
+        if self.half_:
+            heads = [h.float() for h in heads]
+        if self.decode is None:
+            seen, res = set(), []
+            for h in heads:                 # one tensor can be two layers' output (dropout, single route)
+                res.append(torch.clone(h) if id(h) in seen else h)
+                seen.add(id(h))
+            self.traced_shapes = [tuple(int(v) for v in h.shape[1:]) for h in res]
+            return tuple(res)
+        det = self.decode(heads)
+        if not self.nms:
+            return det
+        scores = det[..., 5:].transpose(1, 2)
+        sel = _NonMaxSuppression.apply(det[..., :4], scores, self.decode.boxes, float(self.iou_thresh),
+                                       float(self.conf_thresh))
+        return det, sel
+
+
+# ----------------------------------------------------------------------------------------------------
+# export_onnx
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class ExportResult:
+    path: str
+    opset: int
+    inputs: list                       # [(name, shape)], a dynamic batch shows as "batch"
+    outputs: list                      # [(name, shape)]
+    bytes: int = 0
+    verified: bool = False
+    max_abs_diff: float | None = None  # ONNX Runtime vs PyTorch, over all outputs compared
+    diffs: dict = field(default_factory=dict)   # output name -> max abs difference
+    note: str = ""                     # why verification was skipped
+    warnings: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        def shp(s):
+            return "x".join(str(v) for v in s)
+        lines = [f"wrote {self.path} ({self.bytes / 1e6:.1f} MB, opset {self.opset}): input "
+                 + ", ".join(f"{n} {shp(s)}" for n, s in self.inputs) + "; outputs "
+                 + ", ".join(f"{n} {shp(s)}" for n, s in self.outputs)]
+        if self.verified:
+            import onnxruntime
+            lines.append(f"verified with ONNX Runtime {onnxruntime.__version__}: max abs difference vs PyTorch "
+                         f"{self.max_abs_diff:.3g} (" + ", ".join(f"{k} {v:.3g}" for k, v in self.diffs.items()) + ")")
+        elif self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+        return onnxruntime
+    except ImportError:
+        return None
+
+
+def _check_args(net, path, opset, batch, decode, nms, conf_thresh, iou_thresh):
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise DarknetError(f"opset {opset!r} is not supported: use an integer from {MIN_OPSET} to {MAX_OPSET}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise DarknetError(f"batch must be a positive integer, got {batch!r}")
+    if not (0 <= conf_thresh < 1) or not (0 <= iou_thresh <= 1):
+        raise DarknetError(f"thresholds must be in [0, 1): conf_thresh={conf_thresh}, iou_thresh={iou_thresh}")
+    for l in net.graph.layers:
+        if l.type in NOT_RUNNABLE:
+            raise DarknetError(f"[{l.section.name}] layer {l.index} cannot be exported to ONNX (recurrent and "
+                               f"history layers are not run by darknet-prn)", l.section.path, l.section.line)
+    if decode or nms:
+        Decode(net.graph)      # raises for classifier nets and undecodable heads
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DarknetError("cannot write the ONNX file: is a directory", path)
+    if not os.path.isdir(d):
+        raise DarknetError(f"cannot write the ONNX file: directory {d} does not exist", path)
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise DarknetError(f"cannot write the ONNX file: directory {d} is not writable", path)
+    return path
+
+
+def _tmp_name(path):
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
+def _remove(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, decode: bool = False,
+                nms: bool = False, fuse: bool = True, half: bool = False, verify: bool | None = None, *,
+                batch: int = 1, conf_thresh: float = DEFAULT_CONF_THRESH, iou_thresh: float = DEFAULT_IOU_THRESH,
+                verify_tol: float | None = None, outputs=None, metadata: dict | None = None) -> ExportResult:
+    """Write ``net`` (a :class:`darknet_prn.Darknet`) to ``path`` as ONNX; returns an :class:`ExportResult`.
+
+    opset: ONNX opset, ``MIN_OPSET``..``MAX_OPSET``. dynamic_batch: symbolic batch dimension (else ``batch``).
+    decode: single ``detections`` output (see the module docstring). nms: adds ``selected_indices`` from ONNX
+    NonMaxSuppression (implies decode; ``conf_thresh``/``iou_thresh``, Darknet's detector-test defaults .25/.45).
+    outputs: layer indices to expose instead of the network outputs (e.g. ``range(len(net.graph.layers))``
+    for every layer), each named ``<type>_<index>``; not with decode.
+    fuse: fold batch norm into the convolutions (and [connected] layers); else ONNX BatchNormalization.
+    half: float16 weights and activations inside the graph (input and outputs stay float32).
+    verify: run the file with ONNX Runtime against PyTorch (``None``: when onnxruntime is importable); an
+    output differing by more than ``verify_tol`` (relative to the output's largest magnitude, default 1e-3,
+    5e-2 with half) fails the export. The write is atomic: on any error nothing is left at ``path`` (an existing
+    file there stays as it was). Raises :class:`DarknetError` with a one-line message on bad input."""
+    try:
+        import onnx
+    except ImportError:
+        raise DarknetError("ONNX export needs the onnx package: pip install onnx onnxruntime "
+                           "(or pip install 'darknet-prn[onnx]')") from None
+    nms = bool(nms)
+    decode = bool(decode) or nms
+    path = _check_args(net, path, opset, batch, decode, nms, conf_thresh, iou_thresh)
+    n_layers = len(net.graph.layers)
+    if outputs is not None:
+        if decode:
+            raise DarknetError("outputs= (layer outputs) and decode/nms exclude each other")
+        try:
+            outputs = [int(i) for i in outputs]
+        except (TypeError, ValueError):
+            raise DarknetError(f"outputs must be layer indices, got {outputs!r}") from None
+        bad = [i for i in outputs if not 0 <= i < n_layers]
+        if bad or not outputs or len(set(outputs)) != len(outputs):
+            raise DarknetError(f"outputs must be distinct layer indices 0..{n_layers - 1}, got {outputs}")
+    ort = _onnxruntime()
+    if verify and ort is None:
+        raise DarknetError("--verify needs onnxruntime: pip install onnxruntime")
+    do_verify = ort is not None if verify is None else bool(verify)
+    graph = net.graph
+    result = ExportResult(path=path, opset=opset, inputs=[], outputs=[])
+    if nms:
+        kinds = {graph.layers[i].p.get("nms_kind", "default") for i in graph.output_layers}
+        if kinds - {"default"}:
+            result.warnings.append(f"the cfg asks for nms_kind={'/'.join(sorted(kinds - {'default'}))} (DIoU-NMS); "
+                                   f"ONNX NonMaxSuppression does plain IoU NMS")
+    nbytes = sum(t.numel() for t in net.state_dict().values()) * (2 if half else 4)
+    if nbytes > PROTOBUF_LIMIT - (64 << 20):
+        raise DarknetError(f"the model has {nbytes / 2**30:.1f} GiB of weights, more than one ONNX file can hold "
+                           f"(2 GiB protobuf limit)")
+
+    # -- the export copy --------------------------------------------------------------------------------
+    plan = getattr(net, "_fast_plan", None)          # Darknet's cached inference plan: not copied
+    xnet = copy.deepcopy(net, {id(plan): None} if plan is not None else {}).cpu().float().eval()
+    for prm in xnet.parameters():
+        prm.requires_grad_(False)
+    model = _ExportModel(xnet, fuse=fuse, decode=decode, nms=nms, half=half, conf_thresh=conf_thresh,
+                         iou_thresh=iou_thresh, outputs=outputs).eval()
+    if half:
+        model.layers.half()
+    del xnet
+
+    head_names = [f"{graph.layers[i].type}_{i}" for i in model.output_layers]
+    out_names = (["detections", "selected_indices"] if nms else ["detections"]) if decode else head_names
+    in_shape = tuple(graph.input_shape)
+    gen = torch.Generator().manual_seed(0)
+    trace_batch = 1 if dynamic_batch else batch
+    example = torch.rand((trace_batch,) + in_shape, generator=gen)
+    dyn = None
+    if dynamic_batch:
+        dyn = {INPUT_NAME: {0: "batch"}}
+        for n in out_names:
+            dyn[n] = {0: "num_selected"} if n == "selected_indices" else {0: "batch"}
+
+    tmp = _tmp_name(path)
+    try:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                buf = io.BytesIO()
+                extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+                torch.onnx.export(model, (example,), buf, **extra, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=out_names, dynamic_axes=dyn,
+                                  do_constant_folding=True, export_params=True,
+                                  training=torch.onnx.TrainingMode.PRESERVE)
+        except DarknetError:
+            raise
+        except OSError as e:
+            raise DarknetError(f"cannot write the ONNX file: {e.strerror or e}", path) from None
+        except Exception as e:  # noqa: BLE001 -- the exporter's own errors become one line
+            msg = " ".join(str(e).split("\n")[0].split())
+            raise DarknetError(f"ONNX export failed: {type(e).__name__}: {msg[:300]}") from e
+
+        m = onnx.ModelProto()
+        m.ParseFromString(buf.getvalue())
+        del buf
+        m.producer_name, m.producer_version = "darknet-prn", __version__
+        m.doc_string = (f"Darknet model {os.path.basename(graph.path)} exported by darknet-prn {__version__}. "
+                        f"Input {INPUT_NAME}: float32 (N, C, H, W) in [0, 1], RGB. "
+                        + ("Output detections: (N, boxes, 4+1+classes) = cx, cy, w, h (input pixels), "
+                           "objectness, class probabilities (objectness * class)." if decode else
+                           "Outputs: the head layers' outputs as darknet-prn's layer_outputs gives them."))
+        props = {"darknet_prn.cfg": os.path.basename(graph.path), "darknet_prn.width": str(graph.width),
+                 "darknet_prn.height": str(graph.height), "darknet_prn.channels": str(graph.channels),
+                 "darknet_prn.letter_box": str(graph.net.get("letter_box", 0)),
+                 "darknet_prn.fused_bn": str(int(bool(fuse))), "darknet_prn.half": str(int(bool(half))),
+                 "darknet_prn.heads": json.dumps([_head_meta(graph.layers[i]) for i in graph.output_layers])}
+        if decode:
+            props["darknet_prn.decode"] = "cx,cy,w,h,objectness,class_probs(objectness*class)"
+        if nms:
+            props["darknet_prn.nms"] = json.dumps({"conf_thresh": conf_thresh, "iou_thresh": iou_thresh})
+        props.update({str(k): str(v) for k, v in (metadata or {}).items()})
+        # state the output shapes (the tracer's symbolic shape inference can leave or even merge symbolic
+        # spatial dimensions when the batch is dynamic) and drop its intermediate annotations
+        bdim = "batch" if dynamic_batch else batch
+        shapes = [(bdim, model.decode.boxes, 5 + model.decode.classes)] if decode else \
+            [(bdim,) + s for s in model.traced_shapes]
+        for o, shape in zip(m.graph.output, shapes):
+            o.type.tensor_type.ClearField("shape")
+            for v in shape:
+                d = o.type.tensor_type.shape.dim.add()
+                if isinstance(v, str):
+                    d.dim_param = v
+                else:
+                    d.dim_value = v
+        del m.graph.value_info[:]
+        del m.metadata_props[:]
+        for k, v in props.items():
+            e = m.metadata_props.add()
+            e.key, e.value = k, v
+        try:
+            with open(tmp, "wb") as f:
+                f.write(m.SerializeToString())
+        except OSError as e:
+            raise DarknetError(f"cannot write the ONNX file: {e.strerror or e}", path) from None
+        try:
+            onnx.checker.check_model(tmp, full_check=True)
+        except Exception as e:  # noqa: BLE001
+            raise DarknetError(f"the exported graph fails onnx.checker: {' '.join(str(e).split())[:300]}") from e
+
+        def dims(vi):
+            return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        result.inputs = [(i.name, dims(i)) for i in m.graph.input]
+        result.outputs = [(o.name, dims(o)) for o in m.graph.output]
+        del m
+
+        if do_verify:
+            _verify(net, tmp, result, decode, nms, half, dynamic_batch, batch, in_shape, verify_tol, outputs)
+        elif ort is None and verify is None:
+            result.note = "not verified: onnxruntime is not installed (pip install onnxruntime)"
+        else:
+            result.note = "not verified (--no-verify)"
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    result.bytes = os.path.getsize(path)
+    return result
+
+
+def _umask():
+    u = os.umask(0)
+    os.umask(u)
+    return u
+
+
+def _head_meta(l):
+    keep = ("classes", "mask", "anchors", "num", "scale_x_y", "new_coords", "nms_kind", "beta_nms", "coords",
+            "softmax", "side", "sqrt", "yolo_point", "groups")
+    meta = {"index": l.index, "type": l.type, "shape": list(l.out_shape)}
+    meta.update({k: l.p[k] for k in keep if k in l.p})
+    return meta
+
+
+def _verify(net, path, result, decode, nms, half, dynamic_batch, batch, in_shape, tol, outputs):
+    import numpy as np
+    ort = _onnxruntime()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise DarknetError(f"ONNX Runtime cannot load the exported file: {' '.join(str(e).split())[:300]}") from e
+    tol = tol if tol is not None else (5e-2 if half else 1e-3)
+    batches = [1, 3] if dynamic_batch else [batch]
+    gen = torch.Generator().manual_seed(1)
+    dev = next((t.device for t in net.state_dict().values()), torch.device("cpu"))
+    names = [o.name for o in sess.get_outputs()]
+    worst = {}
+    for b in batches:
+        x = torch.rand((b,) + in_shape, generator=gen)
+        with torch.no_grad():
+            if outputs is not None:
+                every = net.layer_outputs(x.to(dev))
+                ref = [every[i].float() for i in outputs]
+            else:
+                ref = [h.float() for h in net(x.to(dev))]
+            if decode:
+                ref = [decode_heads(net, ref)]
+        ref = [r.detach().cpu().numpy() for r in ref]
+        try:
+            got = sess.run(None, {INPUT_NAME: x.numpy()})
+        except Exception as e:  # noqa: BLE001
+            raise DarknetError(f"ONNX Runtime failed to run the exported file: {' '.join(str(e).split())[:300]}") \
+                from e
+        if nms:
+            sel = got[1]
+            if sel.ndim != 2 or sel.shape[1] != 3:
+                raise DarknetError(f"verification failed: selected_indices has shape {sel.shape}")
+        for name, r, g in zip(names, ref, got):
+            if g.shape != r.shape:
+                raise DarknetError(f"verification failed: {name} has shape {g.shape}, PyTorch {r.shape}")
+            if not np.isfinite(g).all() and not np.array_equal(np.isfinite(g), np.isfinite(r)):
+                raise DarknetError(f"verification failed: {name} has non-finite values where PyTorch has none")
+            fin = np.isfinite(r) & np.isfinite(g)
+            d = float(np.max(np.abs(g[fin].astype(np.float64) - r[fin]))) if fin.any() else 0.0
+            scale = max(1.0, float(np.max(np.abs(r[fin]))) if fin.any() else 1.0)
+            worst[name] = max(worst.get(name, 0.0), d)
+            if not d <= tol * scale:
+                raise DarknetError(f"verification failed: {name} differs from PyTorch by {d:.3g} "
+                                   f"(> {tol:g} x {scale:.3g})")
+    result.verified = True
+    result.diffs = worst
+    result.max_abs_diff = max(worst.values()) if worst else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI: darknet-prn export
+# ----------------------------------------------------------------------------------------------------
+def add_arguments(p):
+    import argparse
+    p.add_argument("cfg", metavar="CFG", help="Darknet .cfg file")
+    p.add_argument("weights", metavar="WEIGHTS", help="Darknet .weights file")
+    p.add_argument("-o", "--output", metavar="FILE.onnx",
+                   help="output file (default: the weights file name with .onnx, in the current directory)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("--width", type=int, help="network input width (overrides [net] width)")
+    p.add_argument("--height", type=int, help="network input height (overrides [net] height)")
+    p.add_argument("--batch", type=int, default=1, help="static batch size (default 1; see --dynamic-batch)")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
+    p.add_argument("--decode", action="store_true",
+                   help="one output 'detections' (N, boxes, 4+1+classes): cx, cy, w, h in input pixels, "
+                        "objectness, class probabilities (objectness*class)")
+    p.add_argument("--nms", action="store_true",
+                   help="add ONNX NonMaxSuppression (implies --decode): output 'selected_indices' (K, 3)")
+    p.add_argument("--conf-thresh", type=float, default=DEFAULT_CONF_THRESH,
+                   help=f"--nms score threshold (default {DEFAULT_CONF_THRESH}, as darknet detector test)")
+    p.add_argument("--iou-thresh", type=float, default=DEFAULT_IOU_THRESH,
+                   help=f"--nms IoU threshold (default {DEFAULT_IOU_THRESH}, as darknet detector test)")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold batch norm into the convolutions (default on)")
+    p.add_argument("--half", action="store_true", help="float16 weights and activations (input/outputs float32)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check the file with ONNX Runtime against PyTorch (default: on when onnxruntime is "
+                        "installed)")
+
+
+def run(args) -> int:
+    from .model import Darknet
+    out = args.output
+    if not out:
+        out = os.path.splitext(os.path.basename(args.weights))[0] + ".onnx"
+    net = Darknet.from_cfg(args.cfg, width=args.width, height=args.height)
+    net.load_weights(args.weights)
+    net.eval()
+    res = export_onnx(net, out, opset=args.opset, dynamic_batch=args.dynamic_batch, decode=args.decode,
+                      nms=args.nms, fuse=args.fuse, half=args.half, verify=args.verify, batch=args.batch,
+                      conf_thresh=args.conf_thresh, iou_thresh=args.iou_thresh)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(res.summary())
+    return 0
