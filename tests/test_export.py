@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared"
 sys.path.insert(0, str(SHARED / "oracle"))
 import oracle_case  # noqa: E402
+from conftest import CACHE  # noqa: E402
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -43,8 +45,8 @@ def _case(name):
 
 
 @pytest.fixture(scope="session")
-def weights_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("oracle-weights")
+def weights_dir():
+    return CACHE          # the materialized oracle weights shared with the other test files
 
 
 def _load(case, weights_dir):
@@ -724,14 +726,13 @@ def test_cli_export(weights_dir, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# OpenCV (its DNN module runs the exported files; OpenCV 5 has no Darknet importer)
+# OpenCV's DNN module runs the exported files (OpenCV 5 has no Darknet importer, its users need the ONNX;
+# readNetFromONNX is the same importer family in 4.x, which is what CI installs)
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov3-tiny-prn", "yolov4-tiny", "yolov7-tiny",
                                   pytest.param("yolov4", marks=pytest.mark.slow)])
 def test_opencv_runs_export(name, weights_dir, tmp_path):
     cv2 = pytest.importorskip("cv2")
-    if int(cv2.__version__.split(".")[0]) < 5:
-        pytest.skip("needs OpenCV >= 5")
     case = _case(name)
     net, x, _ = _load(case, weights_dir)
     p = tmp_path / "m.onnx"
@@ -742,3 +743,33 @@ def test_opencv_runs_export(name, weights_dir, tmp_path):
     r = oracle_case.compare(str(case), {i: o.reshape(-1) for i, o in zip(net.output_layers, outs)},
                             heads_only=True)
     assert r["passed"], r
+
+
+OPENCV5 = ROOT / "build" / "opencv5" / "bin" / "python"
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov3-tiny-prn", "yolov4-tiny", "yolov7-tiny",
+                                  pytest.param("yolov4", marks=pytest.mark.slow)])
+def test_opencv5_runs_export(name, weights_dir, tmp_path):
+    """OpenCV >= 5 (no Darknet importer any more) in its own venv (`make opencv5`, run by CI)."""
+    import json
+    import subprocess
+    if not OPENCV5.exists():
+        pytest.skip("no OpenCV 5 venv: run `make opencv5`")
+    case = _case(name)
+    net, x, _ = _load(case, weights_dir)
+    p = tmp_path / "m.onnx"
+    export_onnx(net, p, verify=False)
+    with torch.no_grad():
+        outs = net.layer_outputs(torch.from_numpy(x))
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "ref.npz", **{n: outs[i].numpy() for n, i in zip(_names(net), net.output_layers)})
+    r = subprocess.run([str(OPENCV5), str(ROOT / "tests" / "tools" / "opencv_onnx_check.py"), str(p),
+                        str(tmp_path / "x.npy"), str(tmp_path / "ref.npz")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert int(res["opencv"].split(".")[0]) >= 5
+    assert set(res["diffs"]) == set(_names(net))
+    for i, n in zip(net.output_layers, _names(net)):
+        assert res["diffs"][n] <= 2e-3 * float(outs[i].std()), (n, res)
