@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from . import __version__
 from .activations import activate
 from .errors import DarknetError
-from .graph import HEAD_TYPES, NOT_RUNNABLE
+from .graph import HEAD_TYPES, STATEFUL_TYPES
 from .modules import BN_EPS, _window_pads, add_leading, softmax_tree
 
 MIN_OPSET = 11
@@ -882,9 +882,9 @@ def _check_args(net, path, opset, batch, decode, nms, conf_thresh, iou_thresh):
     if not (0 <= conf_thresh < 1) or not (0 <= iou_thresh <= 1):
         raise DarknetError(f"thresholds must be in [0, 1): conf_thresh={conf_thresh}, iou_thresh={iou_thresh}")
     for l in net.graph.layers:
-        if l.type in NOT_RUNNABLE:
-            raise DarknetError(f"[{l.section.name}] layer {l.index} cannot be exported to ONNX (recurrent and "
-                               f"history layers are not run by darknet-prn)", l.section.path, l.section.line)
+        if l.type in STATEFUL_TYPES:
+            raise DarknetError(f"[{l.section.name}] layer {l.index} cannot be exported to ONNX (recurrent layers keep "
+                               f"state between calls; [history] does not run)", l.section.path, l.section.line)
     if decode or nms:
         Decode(net.graph)      # raises for classifier nets and undecodable heads
     path = os.fspath(path)

@@ -29,7 +29,8 @@ _GAIN3 = {"linear", "logistic", "tanh", "loggy", "hardtan", "lhtan", "plse", "st
           "normalize_channels_softmax", "normalize_channels_softmax_maxval"}
 
 HEAD_TYPES = ("yolo", "gaussian_yolo", "region", "detection")
-NOT_RUNNABLE = ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history")
+# layers that keep state between calls (or cannot run): no ONNX export
+STATEFUL_TYPES = ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history")
 
 # keys Darknet reads for every layer (training only for us)
 _GENERIC_KEYS = ("clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -135,6 +136,20 @@ class Network:
     @property
     def heads(self) -> list:
         return [l.index for l in self.layers if l.type in HEAD_TYPES]
+
+    def liveness(self):
+        """``(needed, free_after)``: the layers whose outputs must be kept (read later, or network outputs),
+        and for each layer index the outputs no later layer reads once it has run."""
+        last_use = {}
+        for l in self.layers:
+            for r in l.refs:
+                last_use[r] = max(last_use.get(r, -1), l.index)
+        keep = set(self.output_layers)
+        free_after = {}
+        for r, last in last_use.items():
+            if r not in keep:
+                free_after.setdefault(last, []).append(r)
+        return set(last_use) | keep, free_after
 
     @property
     def output_layers(self) -> list:
@@ -822,7 +837,7 @@ def parse_history(g: Context) -> Layer:
     return g.layer((g.c * size, g.h, g.w), history_size=size)
 
 
-# -- recurrent family: parsed, summarised and loaded/saved; not run ---------------------------------------
+# -- recurrent family (run by recurrent.py, one time step per call, state kept between calls) ---------------------------------------
 @register("rnn")
 def parse_rnn(g: Context) -> Layer:
     s = g.sec

@@ -26,17 +26,7 @@ class Darknet(nn.Module):
             if l.type == "convolutional" and l.p.get("share_index") is not None:
                 m.share = (self.layers[l.p["share_index"]],)    # a tuple: not registered twice
         self.output_layers = graph.output_layers
-        # last layer that reads each output (for freeing intermediate outputs early)
-        last_use = {}
-        for l in graph.layers:
-            for r in l.refs:
-                last_use[r] = max(last_use.get(r, -1), l.index)
-        keep = set(self.output_layers)
-        self._free_after = {}
-        for r, last in last_use.items():
-            if r not in keep:
-                self._free_after.setdefault(last, []).append(r)
-        self._needed = set(last_use) | keep
+        self._needed, self._free_after = graph.liveness()     # free intermediate outputs early
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
@@ -72,8 +62,74 @@ class Darknet(nn.Module):
                 outs.pop(r, None)
         return all_outs if keep_all else [outs[i] for i in self.output_layers]
 
+    # -- inference fast path (darknet_prn.fast; docs/performance.md) ---------------------------------------
+    backend = "torch"      # eval-mode engine: torch (the FastPlan), exact (module by module), onnxruntime, openvino
+    threads = None         # if set, forward() calls torch.set_num_threads(threads) (process-wide) first
+    _fast_plan = None
+
     def forward(self, x: torch.Tensor):
-        return self._run(x, keep_all=False)
+        """The network outputs. Training mode, ``backend == "exact"`` or an input that requires grad (with grad
+        enabled): the layer modules one by one, with autograd. Eval mode otherwise: the compiled fast plan (BN
+        folded, fused conv+activation, channels-last) under ``torch.no_grad()``; its outputs carry no autograd
+        history."""
+        if self.training or self.backend == "exact" or (x.requires_grad and torch.is_grad_enabled()):
+            return self._run(x, keep_all=False)
+        return self.fast_forward(x)
+
+    def set_backend(self, backend: str = "torch", threads: int | None = None) -> "Darknet":
+        """Selects the eval-mode engine: ``"torch"`` (default: the fast plan), ``"exact"`` (the layer modules,
+        as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
+        the package); and optionally the thread count ``forward`` uses."""
+        from .fast import ONNX_BACKENDS
+        if backend not in ("torch", "exact") + ONNX_BACKENDS:
+            raise DarknetError(f"unknown backend '{backend}' (torch, exact, {', '.join(ONNX_BACKENDS)})")
+        self.backend = backend
+        if threads is not None:
+            self.threads = int(threads) if threads else None
+        self._fast_plan = None
+        return self
+
+    def fast_plan(self):
+        """The compiled inference plan of ``backend``, rebuilt when any parameter or buffer changed (in-place
+        writes such as ``load_weights``/``load_state_dict``/optimizer steps bump tensor versions) or when the
+        backend or thread count changed."""
+        from .fast import FastPlan, OnnxPlan, fingerprint
+        backend = "torch" if self.backend == "exact" else self.backend
+        plan = self._fast_plan
+        if plan is None or plan.backend != backend or plan.fingerprint != fingerprint(self) or \
+                (backend != "torch" and plan.threads != (self.threads or torch.get_num_threads())):
+            self._fast_plan = None                 # free the old plan's folded weights before building
+            plan = FastPlan(self) if backend == "torch" else OnnxPlan(self, backend, self.threads)
+            self._fast_plan = plan
+        return plan
+
+    def invalidate_fast_plan(self):
+        """Drops the compiled plan (it is rebuilt on the next eval-mode forward)."""
+        self._fast_plan = None
+
+    def fast_forward(self, x: torch.Tensor):
+        """``forward`` through the compiled plan (in any mode), without autograd."""
+        if x.dim() != 4:
+            raise DarknetError(f"input must be (N, C, H, W), got shape {tuple(x.shape)}")
+        want = tuple(self.graph.input_shape)
+        if tuple(x.shape[1:]) != want:
+            if int(x[0].numel()) != int(want[0] * want[1] * want[2]):
+                raise DarknetError(f"input is {tuple(x.shape[1:])} but the cfg expects {want} (C, H, W)")
+            x = x.reshape((x.shape[0],) + want)
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.no_grad():
+            plan = self.fast_plan()
+            if x.device != plan.device or x.dtype != plan.dtype:
+                return self._run(x, keep_all=False)
+            return plan(x)
+
+    def reset_state(self) -> "Darknet":
+        """Zeroes the state recurrent layers keep between calls (Darknet runs one time step per call)."""
+        for m in self.layers:
+            if hasattr(m, "reset_state"):
+                m.reset_state()
+        return self
 
     def layer_outputs(self, x: torch.Tensor) -> list:
         """One tensor per cfg layer, exactly what Darknet's ``l.output`` holds (batch first)."""

@@ -615,7 +615,7 @@ class Implicit(DarknetModule):
 
 
 class NotRunnable(DarknetModule):
-    """Recurrent layers: their weights load and save, but the forward pass is not implemented."""
+    """Layers that parse and summarise but cannot run ([history])."""
 
     def __init__(self, layer):
         super().__init__(layer)
@@ -623,13 +623,14 @@ class NotRunnable(DarknetModule):
 
     def forward(self, x, outs=None):
         path, line, name = self.where
-        raise CfgError(f"[{name}] layers can be summarised and their weights loaded/saved, but running them is "
-                       f"not supported", path, line)
+        raise CfgError(f"[{name}] layers can be summarised, but running them is not supported", path, line)
 
 
-for _t in ("rnn", "gru", "lstm", "crnn", "conv_lstm", "history"):
-    BUILDERS[_t] = NotRunnable
+BUILDERS["history"] = NotRunnable
 
 
 def build_module(layer: Layer) -> DarknetModule:
     return BUILDERS[layer.type](layer)
+
+
+from . import recurrent  # noqa: E402,F401  (registers rnn, crnn, gru, lstm, conv_lstm)

@@ -622,8 +622,8 @@ def test_unsupported_layer(tmp_path):
     with pytest.raises(DarknetError) as e:
         export_onnx(net, tmp_path / "x.onnx")
     msg = str(e.value)
-    assert msg == ("rnn.cfg:8: [rnn] layer 1 cannot be exported to ONNX (recurrent and history layers are not "
-                   "run by darknet-prn)")
+    assert msg == ("rnn.cfg:8: [rnn] layer 1 cannot be exported to ONNX (recurrent layers keep state between "
+                   "calls; [history] does not run)")
     assert _leftovers(tmp_path) == []
 
 

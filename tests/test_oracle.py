@@ -26,13 +26,16 @@ def test_layer_parity(case):
     assert len(outs) == len(net.graph.layers)
     res = oracle_case.assert_matches(str(case), {i: o[0] for i, o in enumerate(outs)})
     assert res["checked"] >= len(outs) - len(res["skipped"])
-    # forward() returns exactly the network outputs Darknet reports, in order
+    # forward() returns the network outputs Darknet reports, in order: the layer modules exactly, the
+    # default eval-mode fast path (darknet_prn.fast) within the oracle tolerance
     with torch.no_grad():
-        heads = net(x)
+        heads = net.set_backend("exact")(x)
+        fast = net.set_backend("torch")(x)
     exp = oracle_case.load_expected(str(case))
     assert net.output_layers == oracle_case.output_layers(exp)
-    for i, h in zip(net.output_layers, heads):
+    for i, h, f in zip(net.output_layers, heads, fast):
         assert torch.equal(h, outs[i])
+        assert float((f - h).abs().max()) <= oracle_case.DEFAULT_TOL * max(float(h.std()), 1e-6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)

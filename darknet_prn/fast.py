@@ -1,0 +1,466 @@
+"""The inference fast path: a plan compiled from a :class:`~darknet_prn.model.Darknet` for eval-mode ``forward``.
+
+``Darknet.forward`` in eval mode runs a :class:`FastPlan` instead of the layer modules one by one. The plan is
+built lazily from ``net.graph.layers`` and the modules' tensors, and rebuilt automatically when any parameter
+or buffer changes (``load_weights``, ``load_state_dict``, an optimizer step, ``.to()``: every in-place write
+bumps a tensor's version counter, and the plan keeps a fingerprint of ``(data_ptr, _version)`` of all of them).
+
+What the plan does differently from the exact per-module path (numbers: ``docs/performance.md``):
+
+* batch normalisation folded into the convolution (``w' = w*s/sqrt(v+eps)``, ``b' = b - m*s/sqrt(v+eps)``,
+  the factors computed in float64), so a conv + BN + activation is one kernel instead of five passes
+  over the output;
+* the activation fused into the convolution as a oneDNN post-op (``torch.ops.mkldnn._convolution_pointwise``
+  with the weights pre-packed once into oneDNN's blocked layout) for linear, relu, leaky, logistic, tanh,
+  swish, relu6 and hardtan; other activations run in place on the conv output;
+* activations laid out channels-last (NHWC) through convolutions, max-pools, routes, shortcuts and
+  upsampling, the layout oneDNN's direct convolutions and torch's pooling kernels are fastest in;
+* max-pools whose windows lie inside the image (the 2x2/2 pools of the tiny YOLOs) as a separable max over
+  strided views, 2-3x faster than ``max_pool2d``'s channels-last kernel; other max-pools through torch's
+  implicit ``-inf`` padding (plus an output offset) instead of a padded copy where the windows allow it;
+* yolo heads, shortcuts and activations in place on buffers the plan itself just allocated;
+* every intermediate output dropped as soon as no later layer reads it;
+* a large batch run in chunks of images whose activations fit in the last-level cache.
+
+``Darknet.forward`` runs the plan under ``torch.no_grad()`` (not ``inference_mode``: the outputs stay ordinary
+tensors that later autograd code may use; the difference is not measurable here), so eval-mode outputs carry no
+autograd history; training mode, ``set_backend("exact")`` or an input that requires grad use the modules.
+
+Layers without a specialised step (yolo heads, region, reorg, ...) run their own module on NCHW-contiguous
+inputs, so the plan computes exactly what the modules compute, up to float32 rounding of the fused
+arithmetic (well inside the oracle tolerance; ``tests/test_fast.py``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .activations import activate
+from .graph import STATEFUL_TYPES
+from .modules import BN_EPS, _window_pads, blur
+
+CL = torch.channels_last
+
+# Darknet activation -> oneDNN post-op (attr, scalars) of mkldnn::_convolution_pointwise
+MKLDNN_ACT = {
+    "linear": ("none", []),
+    "relu": ("relu", []),
+    "leaky": ("leaky_relu", [0.1]),
+    "logistic": ("sigmoid", []),
+    "tanh": ("tanh", []),
+    "swish": ("swish", []),
+    "relu6": ("hardtanh", [0.0, 6.0]),
+    "hardtan": ("hardtanh", [-1.0, 1.0]),
+}
+
+# in-place versions (on a tensor the plan owns) of the Darknet activations that have one
+INPLACE_ACT = {
+    "linear": lambda y: y,
+    "relu": torch.relu_,
+    "leaky": lambda y: F.leaky_relu_(y, 0.1),
+    "logistic": torch.sigmoid_,
+    "tanh": torch.tanh_,
+    "swish": lambda y: F.silu(y, inplace=True),
+    "mish": lambda y: F.mish(y, inplace=True),
+    "relu6": lambda y: y.clamp_(0.0, 6.0),
+    "hardtan": lambda y: y.clamp_(-1.0, 1.0),
+}
+
+
+def act_inplace(y, name):
+    f = INPLACE_ACT.get(name)
+    return f(y) if f is not None else activate(y, name)
+
+
+def mkldnn_ok() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def fingerprint(net):
+    """Identity + version of every tensor the plan was built from (changes on any in-place write)."""
+    return tuple((t.data_ptr(), t._version) for t in _tensors(net))
+
+
+def _tensors(net):
+    yield from net.parameters()
+    yield from net.buffers()
+
+
+def _pool_fit(n, out, size, stride, left):
+    """Torch max-pool padding ``q`` (implicit -inf, ``q <= size // 2``) and output offset ``o`` such that torch's
+    windows ``o .. o + out - 1`` are Darknet's windows starting at ``j * stride - left``; None if there is none."""
+    for q in range(max(left, 0), size // 2 + 1):
+        if (q - left) % stride:
+            continue
+        o = (q - left) // stride
+        if (n + 2 * q - size) // stride + 1 >= o + out:
+            return q, o
+    return None
+
+
+def _none():
+    return None
+
+
+def _cache_bytes() -> int:
+    """The largest CPU cache (Linux sysfs), else 32 MiB."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for d in os.listdir(base):
+            with open(os.path.join(base, d, "size")) as f:
+                v = f.read().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(v[-1:], 1)
+            best = max(best, int(v.rstrip("KMG")) * mult)
+    except (OSError, ValueError):
+        pass
+    return best or (32 << 20)
+
+
+class _Step:
+    __slots__ = ("index", "fn", "kind")
+
+    def __init__(self, index, fn, kind):
+        self.index = index
+        self.fn = fn
+        self.kind = kind
+
+    def __repr__(self):
+        return f"{self.index}:{self.kind}"
+
+
+class FastPlan:
+    """A compiled inference plan for one :class:`Darknet` (its current weights, device and dtype).
+
+    ``plan(x)`` returns the network outputs like ``Darknet.forward``; run it under ``torch.no_grad()``.
+    The switches exist for the ablation in ``benchmarks/latency.py --ablation``: ``channels_last`` (NHWC
+    activations), ``fuse`` (oneDNN conv with fused activation and pre-packed weights, else ``F.conv2d`` plus an
+    in-place activation), ``pool`` (separable max-pool), ``chunk`` (images per chunk; None: from the cache size)."""
+
+    def __init__(self, net, channels_last: bool = True, fuse: bool = True, pool: bool = True, chunk=None):
+        ps = list(_tensors(net))
+        self.device = ps[0].device if ps else torch.device("cpu")
+        self.dtype = ps[0].dtype if ps else torch.float32
+        self.onednn = fuse and self.device.type == "cpu" and self.dtype == torch.float32 and mkldnn_ok()
+        self.channels_last = channels_last and self.device.type == "cpu"
+        self.separable_pool = pool
+        self.backend = "torch"
+        self.threads = None
+        self.output_layers = list(net.output_layers)
+        self.fingerprint = fingerprint(net)
+        self.steps = []
+        self.input_shape = tuple(net.graph.input_shape)
+        self._layers = net.graph.layers
+        with torch.no_grad():
+            for l, m in zip(net.graph.layers, net.layers):
+                self.steps.append(self._compile(l, m, net))
+        self.needed, self.free_after = net.graph.liveness()   # keep an output until its last reader ran
+        # batch chunk: as many images as keep the largest activation within half the last-level cache
+        big = max((4 * l.outputs for l in net.graph.layers), default=1)
+        self.chunk = int(chunk) if chunk else max(1, (_cache_bytes() // 2) // max(big, 1))
+        if any(l.type in STATEFUL_TYPES for l in net.graph.layers):
+            self.chunk = 1 << 62      # recurrent state: a chunked batch would look like successive time steps
+
+    # -- compilation -------------------------------------------------------------------------------------
+    def _compile(self, l, m, net):
+        t = l.type
+        if t == "convolutional":
+            return self._conv(l, m)
+        if t == "maxpool":
+            return self._maxpool(l, m)
+        if t == "route":
+            return self._route(l)
+        if t == "shortcut":
+            return self._shortcut(l, m)
+        if t == "upsample":
+            return self._upsample(l, m)
+        if t == "yolo":
+            return self._yolo(l, m)
+        if t in ("dropout", "empty"):
+            return _Step(l.index, lambda x, outs: x, t)
+        return self._module(l, m)
+
+    def _module(self, l, m):
+        """Any other layer: its own module on NCHW-contiguous inputs (exactly the exact path)."""
+        refs = list(l.refs) if l.type != "convolutional" else []
+
+        def run(x, outs, m=m, refs=refs):
+            o = {r: outs[r].contiguous() for r in refs}
+            return m(x.contiguous(), o)
+        return _Step(l.index, run, l.type)
+
+    def _conv(self, l, m):
+        p = l.p
+        if p["xnor"] or p["binary"]:
+            return self._module(l, m)
+        w, b, scale, mean, var = m.tensors()
+        if p["bn"]:
+            # per-channel factors in float64, rounded once; the weight product in the weights' dtype (<= 1 ulp
+            # from the float64 product, and no float64 copy of yolov4's 64M weights)
+            inv = scale.double() / torch.sqrt(var.double() + BN_EPS)
+            wf = w * inv.to(w.dtype).view(-1, 1, 1, 1)
+            bf = (b.double() - mean.double() * inv).to(b.dtype)
+        else:
+            wf, bf = w.detach().clone(), b.detach().clone()
+        act = m.act
+        c, h, wd = l.in_shape
+        oh, ow = p["conv_out"]
+        k, d, g = p["size"], p["dilation"], p["groups"]
+        sy, sx = p["stride_y"], p["stride_x"]
+        P = p["padding"] * d
+        ty, by = _window_pads(h, oh, k, sy, P, d)
+        tx, bx = _window_pads(wd, ow, k, sx, P, d)
+        # torch's symmetric padding (ty, tx) gives Darknet's windows (same start, zeros outside the image);
+        # extra rows/columns at the far end are cropped
+        th = (h + 2 * ty - d * (k - 1) - 1) // sy + 1
+        tw = (wd + 2 * tx - d * (k - 1) - 1) // sx + 1
+        aa = p["antialiasing"]
+        crop = (th, tw) != (oh, ow)
+
+        def finish(y):
+            if crop:
+                y = y[:, :, :oh, :ow]
+            if aa:
+                y = blur(y, p["blur_size"], p["blur_pad"], p["blur_stride"])
+            return y
+        if ty < 0 or tx < 0 or th < oh or tw < ow:
+            # cropping geometry: the module's padding logic with the folded weights
+            def run(x, outs, m=m, wf=wf, bf=bf, act=act):
+                y = act_inplace(m.conv(x, wf).add_(bf.view(1, -1, 1, 1)), act)
+                return blur(y, p["blur_size"], p["blur_pad"], p["blur_stride"]) if aa else y
+            return _Step(l.index, run, "conv(generic)")
+        pad, stride, dil = [ty, tx], [sy, sx], [d, d]
+        if self.onednn:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(wf.contiguous(), pad, stride, dil, g, [1, c, h, wd])
+            attr, scalars = MKLDNN_ACT.get(act, ("none", []))
+            rest = None if act in MKLDNN_ACT else act
+            conv = torch.ops.mkldnn._convolution_pointwise
+            cl = self.channels_last
+
+            def run(x, outs, packed=packed, bf=bf, attr=attr, scalars=scalars, rest=rest):
+                if cl and not x.is_contiguous(memory_format=CL):
+                    x = x.contiguous(memory_format=CL)
+                y = conv(x, packed, bf, pad, stride, dil, g, attr, scalars, "")
+                if rest is not None:
+                    y = act_inplace(y, rest)
+                return finish(y) if crop or aa else y
+            return _Step(l.index, run, f"conv+{attr}" + (f"+{rest}" if rest else ""))
+        if self.channels_last:
+            wf = wf.contiguous(memory_format=CL)
+
+        def run(x, outs, wf=wf, bf=bf, act=act):
+            y = act_inplace(F.conv2d(x, wf, bf, stride, pad, dil, g), act)
+            return finish(y) if crop or aa else y
+        return _Step(l.index, run, "conv")
+
+    def _maxpool(self, l, m):
+        p = l.p
+        if p["maxpool_depth"] or p["antialiasing"]:
+            return self._module(l, m)
+        c, h, w = l.in_shape
+        oh, ow = p["pool_out"]
+        size, sy, sx = p["size"], p["stride_y"], p["stride_x"]
+        left = p["padding"] // 2
+        ty, by = _window_pads(h, oh, size, sy, left)
+        tx, bx = _window_pads(w, ow, size, sx, left)
+        if size == 1 and sy == sx == 1 and (h, w) == (oh, ow):
+            return _Step(l.index, lambda x, outs: x, "maxpool(identity)")
+        if self.separable_pool and ty == 0 and tx == 0 and (oh - 1) * sy + size <= h and \
+                (ow - 1) * sx + size <= w and size <= 3:
+            # every window inside the image: separable max over strided views (2 x (size-1) elementwise
+            # maxima; 2-3x faster than max_pool2d's channels-last kernel for the 2x2/2 pools of tiny YOLOs)
+            ey, ex = (oh - 1) * sy + 1, (ow - 1) * sx + 1
+
+            def run(x, outs):
+                r = x[:, :, 0:ey:sy]
+                for i in range(1, size):
+                    r = torch.maximum(r, x[:, :, i:i + ey:sy])
+                y = r[:, :, :, 0:ex:sx]
+                for i in range(1, size):
+                    y = torch.maximum(y, r[:, :, :, i:i + ex:sx])
+                return y
+            return _Step(l.index, run, "maxpool(separable)")
+        fit = _pool_fit(h, oh, size, sy, ty), _pool_fit(w, ow, size, sx, tx)
+        if None not in fit:
+            (qy, oy), (qx, ox) = fit
+            th = (h + 2 * qy - size) // sy + 1
+            tw = (w + 2 * qx - size) // sx + 1
+            crop = (oy, ox, th, tw) != (0, 0, oh, ow)
+
+            def run(x, outs):
+                y = F.max_pool2d(x, size, (sy, sx), (qy, qx))
+                return y[:, :, oy:oy + oh, ox:ox + ow] if crop else y
+            return _Step(l.index, run, "maxpool")
+        pads = (tx, max(bx, 0), ty, max(by, 0))
+
+        def run(x, outs):
+            xp = F.pad(x, pads, value=float("-inf"))
+            return F.max_pool2d(xp, size, (sy, sx))[:, :, :oh, :ow]
+        return _Step(l.index, run, "maxpool(pad)")
+
+    def _route(self, l):
+        refs, groups, gid = list(l.refs), l.p["groups"], l.p["group_id"]
+
+        def run(x, outs):
+            parts = []
+            for i in refs:
+                t = outs[i]
+                if groups > 1:
+                    c = t.shape[1] // groups
+                    t = t[:, c * gid:c * (gid + 1)]
+                parts.append(t)
+            if len(parts) == 1:
+                return parts[0]
+            if self.channels_last:
+                return torch.cat([q.contiguous(memory_format=CL) for q in parts], 1)
+            return torch.cat(parts, 1)
+        return _Step(l.index, run, "route")
+
+    def _shortcut(self, l, m):
+        p = l.p
+        c, h, w = l.out_shape
+        if p["strided"] or p["weights_type"] != "none" or \
+                any(self._layers[r].out_shape[1:] != (h, w) for r in l.refs):
+            return self._module(l, m)
+        act = p["activation"]
+        # (ref, channels added): Darknet adds the leading min(c, c_ref) channels (modules.add_leading)
+        adds = [(r, ch, self._layers[r].out_shape[0]) for r, ch in zip(l.refs, p["channels"])]
+
+        def run(x, outs):
+            y = None
+            for r, ch, rc in adds:
+                f = outs[r]
+                if rc > ch:
+                    f = f[:, :ch]
+                if y is None and ch == c:
+                    y = torch.add(x, f)
+                    continue
+                if y is None:
+                    y = x.clone(memory_format=CL) if self.channels_last else x.clone()
+                if ch == c:
+                    y.add_(f)
+                else:
+                    y[:, :ch].add_(f)
+            return act_inplace(y, act)
+        return _Step(l.index, run, "shortcut")
+
+    def _yolo(self, l, m):
+        """[yolo] in place on an NCHW copy: logistic on x, y, objectness and classes, then scale_x_y."""
+        A, per, sc, new_coords = m.n, m.per, m.s, m.new_coords
+
+        def run(x, outs):
+            y = x.contiguous()
+            if y.data_ptr() == x.data_ptr():
+                y = y.clone()
+            n, c, h, w = y.shape
+            v = y.view(n, A, per, h, w)
+            if not new_coords:
+                v[:, :, 0:2].sigmoid_()
+                v[:, :, 4:].sigmoid_()
+            if sc != 1:
+                v[:, :, 0:2].mul_(sc).sub_(0.5 * (sc - 1))
+            return y
+        return _Step(l.index, run, "yolo")
+
+    def _upsample(self, l, m):
+        s = l.p["stride"]
+        if s <= 1 or l.p["scale"] != 1:
+            return self._module(l, m)
+
+        def run(x, outs):
+            return F.interpolate(x, scale_factor=float(s), mode="nearest")
+        return _Step(l.index, run, "upsample")
+
+    # a plan holds oneDNN-packed tensors: copies and pickles of a Darknet drop it (it is rebuilt lazily)
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_none, ())
+
+    # -- execution ---------------------------------------------------------------------------------------
+    def __call__(self, x):
+        n, k = x.shape[0], self.chunk
+        if n <= k:
+            return self._run(x)
+        # image chunks: a chunk's activations stay in the last-level cache (10-40% faster at batch 8)
+        parts = [self._run(x[i:i + k]) for i in range(0, n, k)]
+        return [torch.cat(z) for z in zip(*parts)]
+
+    def _run(self, x):
+        if self.channels_last and x.dim() == 4 and not x.is_contiguous(memory_format=CL):
+            x = x.contiguous(memory_format=CL)
+        outs = {}
+        needed, free_after = self.needed, self.free_after
+        for st in self.steps:
+            x = st.fn(x, outs)
+            i = st.index
+            if i in needed:
+                outs[i] = x
+            fa = free_after.get(i)
+            if fa:
+                for r in fa:
+                    del outs[r]
+        return [outs[i].contiguous() for i in self.output_layers]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ONNX Runtime / OpenVINO backends: the network exported by darknet_prn.export (BN folded, static shapes) and run
+# by the other engine. Selectable with Darknet.set_backend(); not the default (docs/performance.md says why).
+
+ONNX_BACKENDS = ("onnxruntime", "openvino")
+
+
+class OnnxPlan:
+    """The exported ONNX graph of ``net`` in ONNX Runtime or OpenVINO (CPU, float32, dynamic batch)."""
+
+    def __init__(self, net, engine: str, threads: int | None = None):
+        import tempfile
+        from .errors import DarknetError
+        if engine not in ONNX_BACKENDS:
+            raise DarknetError(f"unknown ONNX backend '{engine}' ({', '.join(ONNX_BACKENDS)})")
+        self.backend = engine
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.threads = int(threads or torch.get_num_threads())
+        self.fingerprint = fingerprint(net)
+        with tempfile.TemporaryDirectory(prefix="darknet-prn-") as d:
+            path = os.path.join(d, "model.onnx")
+            net.export_onnx(path, dynamic_batch=True, verify=False)
+            if engine == "onnxruntime":
+                try:
+                    import onnxruntime as ort
+                except ImportError:
+                    raise DarknetError("backend onnxruntime needs: pip install onnxruntime") from None
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = self.threads
+                so.inter_op_num_threads = 1
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # no busy-waiting between operators: on a shared CPU spinning threads cost more than they save
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                name = sess.get_inputs()[0].name
+                self._run = lambda a: sess.run(None, {name: a})
+            else:
+                try:
+                    import openvino as ov
+                except ImportError:
+                    raise DarknetError("backend openvino needs: pip install openvino") from None
+                cm = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": self.threads,
+                                                           "PERFORMANCE_HINT": "LATENCY",
+                                                           "INFERENCE_PRECISION_HINT": "f32"})
+                req = cm.create_infer_request()
+                outs = list(cm.outputs)
+                self._run = lambda a: [req.infer({0: a})[o] for o in outs]
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_none, ())
+
+    def __call__(self, x):
+        a = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return [torch.from_numpy(o.copy()) for o in self._run(a)]
