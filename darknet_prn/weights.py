@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -65,23 +66,39 @@ def _to_file(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
     return arr.reshape(-1)
 
 
-def read_weights_file(path):
-    path = os.fspath(path)
+def _open(path):
     try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-            header = Header.parse(head, path)
-            f.seek(len(header.raw))
-            payload = np.fromfile(f, dtype="<f4")
-            size = os.fstat(f.fileno()).st_size
+        return open(path, "rb")
     except FileNotFoundError:
         raise WeightsError("weights file not found", path) from None
     except IsADirectoryError:
         raise WeightsError("is a directory, not a .weights file", path) from None
     except OSError as e:
         raise WeightsError(f"cannot read weights: {e.strerror}", path) from None
-    extra_bytes = (size - len(header.raw)) % 4
-    return header, payload, extra_bytes
+
+
+_DIRECT = sys.byteorder == "little"
+
+
+def _read_array(f, tensor, spec, count: int, transpose_header: bool) -> None:
+    """Reads ``count`` floats of ``spec`` from ``f`` into ``tensor``: straight into the tensor's memory when
+    it is a contiguous little-endian CPU float32 array stored untransposed, else through numpy."""
+    import torch
+
+    plain = spec.transpose is None or (spec.transpose == "header" and not transpose_header)
+    if _DIRECT and plain and tensor.device.type == "cpu" and tensor.dtype == torch.float32 \
+            and tensor.is_contiguous():
+        buf = memoryview(tensor.detach().numpy().reshape(-1)[:count]).cast("B")
+        if f.readinto(buf) != 4 * count:
+            raise OSError("unexpected end of file")
+        return
+    arr = np.fromfile(f, dtype="<f4", count=count)
+    if arr.size != count:
+        raise OSError("unexpected end of file")
+    if count == spec.size:
+        tensor.copy_(torch.from_numpy(np.ascontiguousarray(_file_view(arr, spec, transpose_header))))
+    else:       # a partially covered array (partial load) keeps the tail of its current values
+        tensor.view(-1)[:count].copy_(torch.from_numpy(arr))
 
 
 def load_weights(model, path, partial: bool = False):
@@ -92,37 +109,41 @@ def load_weights(model, path, partial: bool = False):
     import torch
 
     path = os.fspath(path)
-    header, payload, extra_bytes = read_weights_file(path)
     graph = model.graph
     need = graph.weights_floats
-    have = payload.size
-    if have != need or extra_bytes:
-        if have < need:
-            where = _where(graph, have)
-            msg = (f"too short: the cfg needs {need:,} floats, the file has {have:,}; it runs out at {where}")
-        else:
-            msg = (f"too long: the cfg needs {need:,} floats, the file has {have:,}"
-                   + (f" and {extra_bytes} stray bytes" if extra_bytes else "")
-                   + " (wrong cfg for these weights?)")
-        if not partial:
-            raise WeightsError(msg + "; pass partial=True / --partial to load what fits", path)
-        warnings.warn(WarningLoad(f"{path}: {msg}; loaded what fits"), stacklevel=2)
-    off = 0
-    with torch.no_grad():
-        for layer in graph.layers:
-            for spec in layer.arrays:
-                n = spec.size
-                if off + n > have:
-                    if off < have:    # a partially covered array keeps the tail of its current values
-                        t = model.tensor(layer.index, spec.name)
-                        flat = t.view(-1)
-                        flat[:have - off].copy_(torch.from_numpy(payload[off:have].copy()))
-                    off = have
-                    break
-                arr = _file_view(payload[off:off + n], spec, header.transpose)
-                model.tensor(layer.index, spec.name).copy_(torch.from_numpy(np.ascontiguousarray(arr)))
-                off += n
+    with _open(path) as f:
+        header = Header.parse(f.read(20), path)
+        size = os.fstat(f.fileno()).st_size - len(header.raw)
+        have, extra_bytes = divmod(size, 4)
+        if have != need or extra_bytes:
+            if have < need:
+                msg = (f"too short: the cfg needs {need:,} floats, the file has {have:,}; it runs out at "
+                       f"{_where(graph, have)}")
+            else:
+                msg = (f"too long: the cfg needs {need:,} floats, the file has {have:,}"
+                       + (f" and {extra_bytes} stray bytes" if extra_bytes else "")
+                       + " (wrong cfg for these weights?)")
+            if not partial:
+                raise WeightsError(msg + "; pass partial=True / --partial to load what fits", path)
+            warnings.warn(WarningLoad(f"{path}: {msg}; loaded what fits"), stacklevel=2)
+        f.seek(len(header.raw))
+        off = 0
+        try:
+            with torch.no_grad():
+                for layer in graph.layers:
+                    for spec in layer.arrays:
+                        count = min(spec.size, have - off)
+                        if count <= 0:
+                            break
+                        _read_array(f, model.tensor(layer.index, spec.name), spec, count, header.transpose)
+                        off += count
+        except OSError as e:
+            raise WeightsError(f"cannot read weights: {e.strerror or e}", path) from None
     model.weights_header = header
+    # readinto() writes tensor memory behind torch's version counters: drop any compiled inference plan
+    invalidate = getattr(model, "invalidate_fast_plan", None)
+    if invalidate is not None:
+        invalidate()
     return header
 
 
