@@ -193,11 +193,14 @@ class Detector:
     ``data`` (a Darknet ``.data`` file whose ``names=`` is used), ``thresh`` (0.25), ``nms`` (0.45; 0 or None
     disables NMS), ``hier`` (0.5, tree heads), ``letterbox`` (None: the cfg's ``[net] letter_box``),
     ``device`` ('cpu' or 'cuda'), ``width``/``height`` (override the cfg's input size), ``partial`` (load a
-    ``.weights`` file that does not fit the cfg as far as it goes, with a warning).
+    ``.weights`` file that does not fit the cfg as far as it goes, with a warning), ``backend`` (the inference
+    engine: ``torch`` (default fast path), ``exact``, ``onnxruntime``, ``openvino``; see docs/performance.md) and
+    ``threads`` (intra-op threads).
     """
 
     def __init__(self, cfg, weights=None, names=None, thresh: float = 0.25, nms: float = 0.45, letterbox=None,
-                 device="cpu", data=None, hier: float = 0.5, width=None, height=None, partial: bool = False):
+                 device="cpu", data=None, hier: float = 0.5, width=None, height=None, partial: bool = False,
+                 backend: str = "torch", threads=None):
         import torch
         from .model import Darknet
         self.device = _resolve_device(device)
@@ -205,6 +208,7 @@ class Detector:
         if weights is not None:
             self.net.load_weights(weights, partial=partial)
         self.net.eval()
+        self.net.set_backend(backend, threads=threads)
         self.net.to(self.device)
         self._torch = torch
         g = self.net.graph
@@ -539,6 +543,9 @@ def add_arguments(parser):
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "exact", "onnxruntime", "openvino"),
+                        help="inference engine (default torch: the fast path; see docs/performance.md)")
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's default)")
     parser.add_argument("--width", type=int, help="override the cfg's [net] width")
     parser.add_argument("--height", type=int, help="override the cfg's [net] height")
     parser.add_argument("--partial", action="store_true",
@@ -786,7 +793,7 @@ def run(args) -> int:
             raise DarknetError("give either --names or --data, not both")
         det = Detector(args.cfg, args.weights, names=args.names, data=args.data, thresh=args.thresh, nms=args.nms,
                        letterbox=args.letterbox, device=args.device, hier=args.hier, width=args.width,
-                       height=args.height, partial=args.partial)
+                       height=args.height, partial=args.partial, backend=args.backend, threads=args.threads)
     except DarknetError as e:
         print(f"darknet-prn detect: error: {e}", file=sys.stderr, flush=True)
         return 2

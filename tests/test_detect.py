@@ -115,6 +115,17 @@ def api_results(real_detector, shared_images):
     return out
 
 
+@pytest.mark.parametrize("backend", ["exact", "onnxruntime"])
+def test_backends_reproduce_darknet(real_tiny, shared_images, backend):
+    pytest.importorskip(backend if backend != "exact" else "torch")
+    det = Detector(real_tiny["cfg"], real_tiny["weights"], backend=backend, threads=2)
+    for image, path in zip(IMAGES, shared_images):
+        dets = det.detect(str(path))
+        assert [d["name"] for d in dets] == [ln.split(":")[0] for ln in expected_lines(image, "resize")]
+        c, b = compare_with_tsv(dets, image, "resize")
+        assert c <= 1.0 and b <= 2.0, (backend, image, c, b)
+
+
 def test_real_model_defaults(real_detector):
     assert real_detector.thresh == 0.25 and real_detector.nms == 0.45 and not real_detector.letterbox
     assert real_detector.names[16] == "dog" and len(real_detector.names) == 80      # coco.names beside weights
