@@ -55,9 +55,10 @@ class ArraySpec:
     transpose: str | None = None
     init: tuple = ("bias", None)
 
-    @property
-    def size(self) -> int:
-        return int(math.prod(self.shape))
+    size: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", int(math.prod(self.shape)))
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import WeightsError
 from .fileio import atomic_write
+from .modules import attr_name
 
 DEFAULT_HEADER = struct.pack("<iiiQ", 0, 2, 5, 0)
 
@@ -131,11 +132,14 @@ def load_weights(model, path, partial: bool = False):
         try:
             with torch.no_grad():
                 for layer in graph.layers:
+                    if not layer.arrays:
+                        continue
+                    module = model.layers[layer.index]
                     for spec in layer.arrays:
                         count = min(spec.size, have - off)
                         if count <= 0:
                             break
-                        _read_array(f, model.tensor(layer.index, spec.name), spec, count, header.transpose)
+                        _read_array(f, getattr(module, attr_name(spec.name)), spec, count, header.transpose)
                         off += count
         except OSError as e:
             raise WeightsError(f"cannot read weights: {e.strerror or e}", path) from None
