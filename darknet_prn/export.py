@@ -417,67 +417,6 @@ class _Upsample(nn.Module):
         return y * self.scale if self.scale != 1 else y
 
 
-class _Yolo(nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        p = layer.p
-        self.shape = layer.in_shape
-        self.n, self.per, self.s, self.new_coords = len(p["mask"]), p["classes"] + 5, p["scale_x_y"], p["new_coords"]
-
-    def forward(self, x, outs=None):
-        c, h, w = self.shape
-        v = x.reshape(-1, self.n, self.per, h, w)
-        if self.new_coords:
-            xy, rest = v[:, :, :2], v[:, :, 2:]
-        else:
-            xy = torch.sigmoid(v[:, :, :2])
-            rest = torch.cat([v[:, :, 2:4], torch.sigmoid(v[:, :, 4:])], 2)
-        if self.s != 1:
-            xy = xy * self.s - 0.5 * (self.s - 1)
-        return torch.cat([xy, rest], 2).reshape(-1, c, h, w)
-
-
-class _GaussianYolo(nn.Module):
-    """[x, σx, y, σy, w, σw, h, σh, obj, cls...]: logistic on all but w, h; scale_x_y on x, y."""
-
-    def __init__(self, layer):
-        super().__init__()
-        p = layer.p
-        self.shape = layer.in_shape
-        self.n, self.per, self.s = len(p["mask"]), p["classes"] + 9, p["scale_x_y"]
-
-    def forward(self, x, outs=None):
-        c, h, w = self.shape
-        v = x.reshape(-1, self.n, self.per, h, w)
-        sg = torch.sigmoid(v)
-        s = self.s
-
-        def sxy(t):
-            return t if s == 1 else t * s - 0.5 * (s - 1)
-        parts = [sxy(sg[:, :, 0:1]), sg[:, :, 1:2], sxy(sg[:, :, 2:3]), sg[:, :, 3:4], v[:, :, 4:5], sg[:, :, 5:6],
-                 v[:, :, 6:7], sg[:, :, 7:]]
-        return torch.cat(parts, 2).reshape(-1, c, h, w)
-
-
-class _Region(nn.Module):
-    def __init__(self, layer, m):
-        super().__init__()
-        p = layer.p
-        self.shape = layer.in_shape
-        self.num, self.per, self.softmax, self.tree = p["num"], p["coords"] + 1 + p["classes"], p["softmax"], m.tree
-        self.coords = p["coords"]
-
-    def forward(self, x, outs=None):
-        c, h, w = self.shape
-        v = x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h * w, self.num, self.per)
-        coords, obj, cls = v[..., :4], v[..., 4:5], v[..., 5:]
-        if self.tree is not None:
-            cls = softmax_tree(cls, self.tree)
-        elif self.softmax:
-            cls = torch.softmax(cls, -1)
-        return torch.cat([coords, torch.sigmoid(obj), cls], -1)
-
-
 class _Softmax(nn.Module):
     def __init__(self, layer, m):
         super().__init__()
@@ -553,49 +492,6 @@ class _Act(nn.Module):
         return export_activate(x, self.act)
 
 
-def _space_to_depth(x, c, h, w, s):
-    return x.reshape(-1, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4).reshape(-1, s * s * c, h // s, w // s)
-
-
-def _depth_to_space(x, c, h, w, s):
-    oc = c // (s * s)
-    return x.reshape(-1, s, s, oc, h, w).permute(0, 3, 4, 1, 5, 2).reshape(-1, oc, h * s, w * s)
-
-
-class _Reorg(nn.Module):
-    """[reorg3d] (Darknet's channel order = ONNX SpaceToDepth's) and pjreddie's reinterpreting [reorg]."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.old = layer.type == "reorg"
-        self.s, self.reverse = layer.p["stride"], layer.p["reverse"]
-        self.in_shape, self.out_shape = tuple(layer.in_shape), tuple(layer.out_shape)
-
-    def forward(self, x, outs=None):
-        c, h, w = self.in_shape
-        s = self.s
-        if not self.old:
-            return _depth_to_space(x, c, h, w, s) if self.reverse else _space_to_depth(x, c, h, w, s)
-        if self.reverse:
-            y = _depth_to_space(x, c * s * s, h // s, w // s, s)
-        else:
-            y = _space_to_depth(x, c // (s * s), h * s, w * s, s)
-        return y.reshape((-1,) + self.out_shape)
-
-
-class _Crop(nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        _, h, w = layer.in_shape
-        _, self.ch, self.cw = layer.out_shape
-        self.dh, self.dw = (h - self.ch) // 2, (w - self.cw) // 2
-        self.noadjust = layer.p["noadjust"]
-
-    def forward(self, x, outs=None):
-        y = x[:, :, self.dh:self.dh + self.ch, self.dw:self.dw + self.cw]
-        return y if self.noadjust else y * 2 - 1
-
-
 class _AvgPool(nn.Module):
     def forward(self, x, outs=None):
         return F.adaptive_avg_pool2d(x, 1)
@@ -613,12 +509,6 @@ def _export_layer(layer, m, shapes, fuse):
         return _StridedShortcut(layer, shapes) if p["strided"] else _Shortcut(layer, m)
     if t == "upsample" and p["stride"] > 0:
         return _Upsample(layer)
-    if t == "yolo":
-        return _Yolo(layer)
-    if t == "gaussian_yolo":
-        return _GaussianYolo(layer)
-    if t == "region" and p["coords"] == 4:
-        return _Region(layer, m)
     if t == "softmax":
         return _Softmax(layer, m)
     if t == "connected":
@@ -629,10 +519,6 @@ def _export_layer(layer, m, shapes, fuse):
         return _Act(layer)
     if t == "avgpool":
         return _AvgPool()
-    if t in ("reorg3d", "reorg"):
-        return _Reorg(layer)
-    if t == "crop":
-        return _Crop(layer)
     return _Fallback(m)
 
 

@@ -379,16 +379,15 @@ class Upsample(DarknetModule):
         return y * self.scale if self.scale != 1 else y
 
 
-def space_to_depth(x, s):
-    """out[(dy*s+dx)*c + c0, j, i] = in[c0, j*s+dy, i*s+dx] (Darknet's reorg order)."""
-    n, c, h, w = x.shape
-    return x.view(n, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4).reshape(n, s * s * c, h // s, w // s)
+# Shapes below come from the layer (static), the batch is -1: the ONNX export traces these modules as they are.
+def space_to_depth(x, c, h, w, s):
+    """out[(dy*s+dx)*c + c0, j, i] = in[c0, j*s+dy, i*s+dx] (Darknet's reorg order; (c, h, w) = input)."""
+    return x.reshape(-1, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4).reshape(-1, s * s * c, h // s, w // s)
 
 
-def depth_to_space(x, s):
-    n, c, h, w = x.shape
+def depth_to_space(x, c, h, w, s):
     oc = c // (s * s)
-    return x.view(n, s, s, oc, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, oc, h * s, w * s)
+    return x.reshape(-1, s, s, oc, h, w).permute(0, 3, 4, 1, 5, 2).reshape(-1, oc, h * s, w * s)
 
 
 @register("reorg3d")
@@ -397,27 +396,27 @@ class Reorg3d(DarknetModule):
         super().__init__(layer)
         self.stride = layer.p["stride"]
         self.reverse = layer.p["reverse"]
+        self.in_shape = tuple(layer.in_shape)
+        self.out_shape = tuple(layer.out_shape)
 
     def forward(self, x, outs=None):
-        return depth_to_space(x, self.stride) if self.reverse else space_to_depth(x, self.stride)
+        c, h, w = self.in_shape
+        f = depth_to_space if self.reverse else space_to_depth
+        return f(x, c, h, w, self.stride)
 
 
 @register("reorg")
 class ReorgOld(Reorg3d):
     """pjreddie's [reorg]: the flat input read as (c/s^2, h*s, w*s), space-to-depth'ed into flat (c, h, w)."""
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.out_shape = layer.out_shape
-
     def forward(self, x, outs=None):
-        n, c, h, w = x.shape
+        c, h, w = self.in_shape
         s = self.stride
         if self.reverse:
-            y = depth_to_space(x.reshape(n, c * s * s, h // s, w // s), s)
+            y = depth_to_space(x, c * s * s, h // s, w // s, s)
         else:
-            y = space_to_depth(x.reshape(n, c // (s * s), h * s, w * s), s)
-        return y.reshape((n,) + tuple(self.out_shape))
+            y = space_to_depth(x, c // (s * s), h * s, w * s, s)
+        return y.reshape((-1,) + self.out_shape)
 
 
 def _scale_xy(t, s):
@@ -433,16 +432,17 @@ class Yolo(DarknetModule):
         self.per = p["classes"] + 5
         self.s = p["scale_x_y"]
         self.new_coords = p["new_coords"]
+        self.shape = tuple(layer.in_shape)
 
     def forward(self, x, outs=None):
-        n, c, h, w = x.shape
-        v = x.view(n, self.n, self.per, h, w)
+        c, h, w = self.shape
+        v = x.reshape(-1, self.n, self.per, h, w)
         if self.new_coords:
             xy, rest = v[:, :, :2], v[:, :, 2:]
         else:
             xy = torch.sigmoid(v[:, :, :2])
             rest = torch.cat([v[:, :, 2:4], torch.sigmoid(v[:, :, 4:])], 2)
-        return torch.cat([_scale_xy(xy, self.s), rest], 2).view(n, c, h, w)
+        return torch.cat([_scale_xy(xy, self.s), rest], 2).reshape(-1, c, h, w)
 
 
 @register("gaussian_yolo")
@@ -452,12 +452,12 @@ class GaussianYolo(Yolo):
         self.per = layer.p["classes"] + 9
 
     def forward(self, x, outs=None):
-        n, c, h, w = x.shape
-        v = x.view(n, self.n, self.per, h, w)
+        c, h, w = self.shape
+        v = x.reshape(-1, self.n, self.per, h, w)
         sg = torch.sigmoid(v)
         parts = [_scale_xy(sg[:, :, 0:1], self.s), sg[:, :, 1:2], _scale_xy(sg[:, :, 2:3], self.s), sg[:, :, 3:4],
                  v[:, :, 4:5], sg[:, :, 5:6], v[:, :, 6:7], sg[:, :, 7:]]
-        return torch.cat(parts, 2).view(n, c, h, w)
+        return torch.cat(parts, 2).reshape(-1, c, h, w)
 
 
 def softmax_tree(x, tree, temperature=1.0):
@@ -486,10 +486,11 @@ class Region(DarknetModule):
         self.per = p["coords"] + 1 + p["classes"]
         self.softmax = p["softmax"]
         self.tree = _check_tree(layer)
+        self.shape = tuple(layer.in_shape)
 
     def forward(self, x, outs=None):
-        n, c, h, w = x.shape
-        v = x.reshape(n, c, h * w).transpose(1, 2).reshape(n, h * w, self.num, self.per)
+        c, h, w = self.shape
+        v = x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h * w, self.num, self.per)
         coords, obj, cls = v[..., :4], v[..., 4:5], v[..., 5:]
         if self.tree is not None:
             cls = softmax_tree(cls, self.tree)
@@ -552,14 +553,13 @@ class ZeroOutput(DarknetModule):
 class Crop(DarknetModule):
     def __init__(self, layer):
         super().__init__(layer)
-        self.out_shape = layer.out_shape
+        _, h, w = layer.in_shape
+        _, self.ch, self.cw = layer.out_shape
+        self.dh, self.dw = (h - self.ch) // 2, (w - self.cw) // 2
         self.noadjust = layer.p["noadjust"]
 
     def forward(self, x, outs=None):
-        _, ch, cw = self.out_shape
-        dh = (x.shape[2] - ch) // 2
-        dw = (x.shape[3] - cw) // 2
-        y = x[:, :, dh:dh + ch, dw:dw + cw]
+        y = x[:, :, self.dh:self.dh + self.ch, self.dw:self.dw + self.cw]
         return y if self.noadjust else y * 2 - 1
 
 
