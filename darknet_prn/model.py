@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from . import weights as wio
 from .errors import DarknetError
-from .graph import Network, load_network, network_from_text
+from .fileio import read_cfg_file_text
+from .graph import Network, network_from_text
 from .modules import attr_name, build_module
 
 
@@ -32,24 +33,27 @@ class Darknet(nn.Module):
     @classmethod
     def from_cfg(cls, path, width=None, height=None, warn: bool = True) -> "Darknet":
         path = os.fspath(path)
-        graph = load_network(path, width, height, warn=warn)
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-        return cls(graph, text)
+        return cls.from_cfg_text(read_cfg_file_text(path), width, height, path, warn)
 
     @classmethod
     def from_cfg_text(cls, text: str, width=None, height=None, path="<cfg>", warn: bool = True) -> "Darknet":
         return cls(network_from_text(text, width, height, path, warn), text)
 
     # -- execution -------------------------------------------------------------------------------------
-    def _run(self, x, keep_all: bool):
+    def _check_input(self, x):
+        """(N, C, H, W) of the cfg's input size; flat-input nets ([net] inputs=) take any 4-D view of it."""
         if x.dim() != 4:
             raise DarknetError(f"input must be (N, C, H, W), got shape {tuple(x.shape)}")
-        want = self.graph.input_shape
-        if tuple(x.shape[1:]) != tuple(want) and int(x[0].numel()) != int(want[0] * want[1] * want[2]):
-            raise DarknetError(f"input is {tuple(x.shape[1:])} but the cfg expects {tuple(want)} (C, H, W)")
-        if tuple(x.shape[1:]) != tuple(want):
-            x = x.reshape((x.shape[0],) + tuple(want))
+        want = tuple(self.graph.input_shape)
+        if tuple(x.shape[1:]) != want:
+            if int(x[0].numel()) != int(want[0] * want[1] * want[2]):
+                raise DarknetError(f"input is {tuple(x.shape[1:])} but the cfg expects {want} (C, H, W); "
+                                   f"use from_cfg(..., width=, height=) for another size")
+            x = x.reshape((x.shape[0],) + want)
+        return x
+
+    def _run(self, x, keep_all: bool):
+        x = self._check_input(x)
         outs = {}
         all_outs = []
         for i, m in enumerate(self.layers):
@@ -109,13 +113,7 @@ class Darknet(nn.Module):
 
     def fast_forward(self, x: torch.Tensor):
         """``forward`` through the compiled plan (in any mode), without autograd."""
-        if x.dim() != 4:
-            raise DarknetError(f"input must be (N, C, H, W), got shape {tuple(x.shape)}")
-        want = tuple(self.graph.input_shape)
-        if tuple(x.shape[1:]) != want:
-            if int(x[0].numel()) != int(want[0] * want[1] * want[2]):
-                raise DarknetError(f"input is {tuple(x.shape[1:])} but the cfg expects {want} (C, H, W)")
-            x = x.reshape((x.shape[0],) + want)
+        x = self._check_input(x)
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         with torch.no_grad():

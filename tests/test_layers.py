@@ -269,3 +269,15 @@ def test_partial_shortcut_equals_shortcut_and_sparsity():
     exp = oc[1].clone()
     exp[:, :4] += oc[0][:, :4]
     assert torch.equal(oc[2], exp)
+
+
+def test_wrong_input_size_is_a_clear_error():
+    from darknet_prn.errors import DarknetError
+    net = build("[convolutional]\nfilters=2\nsize=1\n", 8, 8, 3)
+    for backend in ("torch", "exact"):
+        net.set_backend(backend)
+        with pytest.raises(DarknetError, match=r"^input is \(3, 16, 16\) but the cfg expects \(3, 8, 8\) \(C, H, W\); "
+                                               r"use from_cfg\(\.\.\., width=, height=\) for another size$"):
+            net(torch.rand(1, 3, 16, 16))
+        with pytest.raises(DarknetError, match=r"^input must be \(N, C, H, W\), got shape \(3, 8, 8\)$"):
+            net(torch.rand(3, 8, 8))
