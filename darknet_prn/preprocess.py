@@ -183,8 +183,78 @@ def letterbox_image(im: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
     return out
 
 
+def _resize_axes(src: int, dst: int):
+    """Darknet's per-output ``(i0, i1, d)`` for one axis (float32 scale ``(src-1)/(dst-1)``)."""
+    f32 = np.float32
+    scale = f32(src - 1) / f32(dst - 1) if dst > 1 else f32(0)
+    s = np.arange(dst, dtype=f32) * scale
+    i0 = s.astype(np.int64)
+    d = (s - i0.astype(f32)).astype(f32)
+    return i0, np.minimum(i0 + 1, src - 1), d
+
+
+_STRIP = 16          # output rows per strip: keeps every temporary small (cache-resident, no fresh pages)
+
+
+def resize_u8_chw(img_u8: np.ndarray, w: int, h: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``resize_image(to_float(img_u8), w, h)`` laid out CHW: uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)``.
+
+    The same float32 operations as :func:`to_float` + :func:`resize_image` (identical bits), but done in strips
+    of output rows, gathering uint8 columns before the uint8->float table, so no full-size float temporary
+    is ever made. Needs ``W, H, w, h >= 2`` (other sizes go through :func:`resize_image`).
+    """
+    f32 = np.float32
+    ih, iw = img_u8.shape[:2]
+    ix, ix1, dx = _resize_axes(iw, w)
+    ix[-1] = iw - 1                                   # the last column copies the edge
+    dx[-1] = 0
+    iy, iy1, dy = _resize_axes(ih, h)
+    wa, wb = (f32(1) - dx), dx
+    ha, hb = (f32(1) - dy)[:, None], dy[:, None]
+    if out is None:
+        out = np.empty((3, h, w), f32)
+    lut = _U8_TO_FLOAT
+    for o0 in range(0, h, _STRIP):
+        o1 = min(o0 + _STRIP, h)
+        r0 = int(iy[o0])
+        r1 = int(iy1[o1 - 1]) + 1 if o1 - 1 < h - 1 else int(iy[o1 - 1]) + 1
+        strip = img_u8[r0:r1]
+        fa = lut.take(strip[:, ix].transpose(2, 0, 1))     # (3, rows, w)
+        fb = lut.take(strip[:, ix1].transpose(2, 0, 1))
+        fa *= wa
+        fb *= wb
+        fa += fb
+        fa[:, :, -1] = lut.take(strip[:, -1].T)
+        rows_a = iy[o0:o1] - r0
+        dst = out[:, o0:o1]
+        np.multiply(fa[:, rows_a], ha[o0:o1], out=dst)
+        last = min(o1, h - 1)                         # the last output row gets no dy term
+        if last > o0:
+            dst[:, :last - o0] += fa[:, iy1[o0:last] - r0] * hb[o0:last]
+    return out
+
+
 def prepare(img_u8: np.ndarray, net_w: int, net_h: int, letterbox: bool = False, bgr: bool = False) -> np.ndarray:
     """uint8 HWC image -> the network input as Darknet builds it: float32 ``(3, net_h, net_w)``, RGB, [0, 1]."""
-    im = to_float(img_u8, bgr=bgr)
-    net_in = letterbox_image(im, net_w, net_h) if letterbox else resize_image(im, net_w, net_h)
-    return np.ascontiguousarray(net_in.transpose(2, 0, 1))
+    img = _check_array(img_u8)
+    if bgr:
+        img = img[:, :, ::-1]
+    ih, iw = img.shape[:2]
+    if letterbox:
+        new_w, new_h = letterbox_size(iw, ih, net_w, net_h)
+    else:
+        new_w, new_h = net_w, net_h
+    if min(iw, ih, new_w, new_h) < 2 or (iw == new_w and ih == new_h):
+        im = to_float(img)
+        net_in = letterbox_image(im, net_w, net_h) if letterbox else resize_image(im, net_w, net_h)
+        return np.ascontiguousarray(net_in.transpose(2, 0, 1))
+    if not letterbox:
+        return resize_u8_chw(img, net_w, net_h)
+    resized = resize_u8_chw(img, new_w, new_h)
+    out = np.full((3, net_h, net_w), 0.5, dtype=np.float32)
+    dx, dy = (net_w - new_w) // 2, (net_h - new_h) // 2
+    x0, y0 = max(dx, 0), max(dy, 0)
+    x1, y1 = min(dx + new_w, net_w), min(dy + new_h, net_h)
+    if x1 > x0 and y1 > y0:
+        out[:, y0:y1, x0:x1] = resized[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    return out

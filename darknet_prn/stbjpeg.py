@@ -20,6 +20,7 @@ back to OpenCV.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
@@ -59,7 +60,7 @@ def parse_header(data: bytes):
             info["sos"] = True
             break
         if m in _SOF_ANY:
-            if len(seg) < 6:
+            if len(seg) < 6 or "sof" in info:    # a second frame header: not a plain JPEG
                 return None
             info["sof"] = m
             info["precision"] = seg[0]
@@ -128,7 +129,65 @@ def decode_jpeg_stb(path, data: bytes | None = None):
     jl = _jpeglib()
     if jl is None:
         return None
+    width, height = hdr["width"], hdr["height"]
+    if width < 1 or height < 1:
+        return None
+    planes = _read_coefficients(jl, path, comps, width, height, hmax, vmax)
+    if planes is None:
+        return None
     try:
+        pxs = []
+        for (cid, h, v, tq), coef in zip(comps, planes):
+            cw = (width * h + hmax - 1) // hmax
+            ch = (height * v + vmax - 1) // vmax
+            bh, bw = coef.shape[:2]
+            if bh * 8 < ch or bw * 8 < cw:
+                return None
+            pxs.append((idct_image(coef, hdr["qt"][tq])[:ch, :cw], hmax // h, vmax // v))
+        # up-sampling and colour conversion in strips of rows: small, cache-resident temporaries
+        out = np.empty((height, width, 3), np.uint8)
+        for j0 in range(0, height, _ROW_STRIP):
+            j1 = min(j0 + _ROW_STRIP, height)
+            samples = [upsample(px, hs, vs, width, height, rows=(j0, j1)) for px, hs, vs in pxs]
+            out[j0:j1] = to_rgb(samples, comps, hdr["jfif"], hdr["adobe_transform"])
+    except Exception:
+        return None
+    return out
+
+
+_ROW_STRIP = 32
+
+
+def _read_coefficients(jl, path, comps, width, height, hmax, vmax):
+    """The quantised DCT coefficients of every component as ``(blocks_h, blocks_w, 8, 8)`` int16 arrays.
+
+    One libjpeg pass straight into numpy buffers (``jpeglib``'s C entry point ``read_jpeg_dct``); the buffer sizes
+    are libjpeg's ``height_in_blocks``/``width_in_blocks``, computed from the frame header parsed above (the file
+    has exactly one). Falls back to ``jpeglib.read_dct`` (which parses the file twice and copies it through a
+    temporary file) when that entry point is not there. ``None`` on any libjpeg error."""
+    dims = [(-(-height * v // (vmax * 8)), -(-width * h // (hmax * 8))) for (_, h, v, _) in comps]
+    try:
+        import ctypes
+        from jpeglib._bind import CJpegLib
+        fn = CJpegLib.get().read_jpeg_dct
+    except Exception:  # pragma: no cover - other jpeglib versions
+        fn = None
+    if fn is not None:
+        bufs = [np.empty((bh, bw, 8, 8), np.int16) for bh, bw in dims]
+        ptr = ctypes.POINTER(ctypes.c_short)
+        args = [b.ctypes.data_as(ptr) for b in bufs] + [None] * (4 - len(bufs))
+        if len(bufs) == 1:
+            args = [args[0], None, None, None]
+        qt = ((ctypes.c_ushort * 64) * 4)()
+        qt_no = (ctypes.c_short * 4)()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ok = fn(ctypes.c_char_p(os.fsencode(path)), *args, qt, qt_no)
+        except Exception:
+            return None
+        return bufs if ok else None
+    try:  # pragma: no cover - other jpeglib versions
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             d = jl.read_dct(os.fspath(path))
@@ -138,24 +197,7 @@ def decode_jpeg_stb(path, data: bytes | None = None):
         return None
     if any(p is None for p in planes):
         return None
-    width, height = hdr["width"], hdr["height"]
-    if width < 1 or height < 1:
-        return None
-    try:
-        samples = []
-        for (cid, h, v, tq), coef in zip(comps, planes):
-            coef = np.asarray(coef)
-            cw = (width * h + hmax - 1) // hmax
-            ch = (height * v + vmax - 1) // vmax
-            bh, bw = coef.shape[:2]
-            if bh * 8 < ch or bw * 8 < cw:
-                return None
-            px = idct_blocks(coef.reshape(-1, 8, 8), hdr["qt"][tq].reshape(8, 8))
-            px = px.reshape(bh, bw, 8, 8).transpose(0, 2, 1, 3).reshape(bh * 8, bw * 8)
-            samples.append(upsample(px[:ch, :cw], hmax // h, vmax // v, width, height))
-    except Exception:
-        return None
-    return to_rgb(samples, comps, hdr["jfif"], hdr["adobe_transform"])
+    return [np.asarray(p) for p in planes]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,6 +280,73 @@ def idct_blocks(coef: np.ndarray, qt: np.ndarray) -> np.ndarray:
     return np.clip(o, 0, 255).astype(np.uint8)
 
 
+def _idct_matrix() -> np.ndarray:
+    """``STBI__IDCT_1D`` with its output butterfly as an integer 8x8 matrix: ``out[i] = sum_k M[i, k] * s[k]``
+    (before the pass's bias and shift)."""
+    eye = np.eye(8, dtype=np.int64)
+    x0, x1, x2, x3, t0, t1, t2, t3 = _idct_1d([eye[k] for k in range(8)])
+    return np.array([x0 + t3, x1 + t2, x2 + t1, x3 + t0, x3 - t0, x2 - t1, x1 - t2, x0 - t3], np.int64)
+
+
+_IDCT_M = _idct_matrix()
+_IDCT_MF = _IDCT_M.astype(np.float64)
+_IDCT_MFT = np.ascontiguousarray(_IDCT_MF.T)
+_IDCT_ROWSUM = int(np.abs(_IDCT_M).sum(axis=1).max())
+_BIAS2 = 65536 + (128 << 17)
+
+
+def idct_image(coef: np.ndarray, qt: np.ndarray) -> np.ndarray:
+    """Dequantise and ``stbi__idct_block`` a component's ``(bh, bw, 8, 8)`` coefficients -> ``(bh*8, bw*8)`` uint8.
+
+    The same integers as :func:`idct_blocks`, computed as two float64 matrix products: each 1-D pass of stb's
+    IDCT is an integer-linear map (``_IDCT_M``) followed by a bias and an arithmetic shift. float64 holds every
+    intermediate exactly (``|sum| <= 32768 * 30610 * 30610 / 1024 < 2**53``) and ``floor(x * 2**-k)`` is
+    ``x >> k``. C's int32 wrap-around can only matter in the second pass and only for dequantised
+    coefficients beyond what 8-bit images produce; then that pass's sum is wrapped to int32 explicitly.
+    """
+    coef = np.asarray(coef)
+    bh, bw = coef.shape[:2]
+    qt = np.asarray(qt, np.int32).reshape(8, 8)
+    out = np.empty((bh * 8, bw * 8), np.uint8)
+    step = max(1, _IDCT_CHUNK // max(bw, 1))          # block rows per chunk: small, cache-resident temporaries
+    for by in range(0, bh, step):
+        blk = coef[by:by + step]
+        k = blk.shape[0]
+        out[by * 8:(by + k) * 8] = _idct_chunk(blk.reshape(k * bw, 8, 8), qt).reshape(8, k, bw, 8) \
+            .transpose(1, 0, 2, 3).reshape(k * 8, bw * 8)
+    return out
+
+
+_IDCT_CHUNK = 256    # blocks per matrix product
+
+
+def _idct_chunk(c: np.ndarray, qt: np.ndarray) -> np.ndarray:
+    """``(n, 8, 8)`` coefficients -> ``(8, n, 8)`` uint8 pixels (row, block, column)."""
+    n = c.shape[0]
+    with np.errstate(over="ignore"):
+        d = np.multiply(c, qt, dtype=np.int32).astype(np.int16)    # stb dequantises into short (wrapping)
+    m = max(-int(d.min()), int(d.max()))
+    # pass 1 (columns): (k, n, c) -> (i, n, c); |sum| <= 32768 * rowsum < 2**31, no wrap possible
+    dk = np.empty((8, n, 8), np.float64)
+    dk[...] = d.transpose(1, 0, 2)
+    v = _IDCT_MF @ dk.reshape(8, n * 8)
+    v += 512.0
+    v *= 1.0 / 1024.0
+    np.floor(v, out=v)
+    # pass 2 (rows): v is (r, n, k) with k contiguous -> (r, n, j)
+    o = v.reshape(8 * n, 8) @ _IDCT_MFT
+    vb = (m * _IDCT_ROWSUM + 512) // 1024 + 1
+    if vb * _IDCT_ROWSUM + _BIAS2 < 2 ** 31:
+        o += float(_BIAS2)
+        o *= 1.0 / 131072.0
+        np.floor(o, out=o)
+        np.clip(o, 0.0, 255.0, out=o)
+        return o.astype(np.uint8).reshape(8, n, 8)
+    oi = o.astype(np.int64)                          # int32 wrap-around as in C
+    oi += _BIAS2
+    return np.clip(oi.astype(np.int32) >> 17, 0, 255).astype(np.uint8).reshape(8, n, 8)
+
+
 def _row_sources(comp_h: int, vs: int, height: int):
     """stb's per-output-row (near, far) source rows of a component (``stbi__resample`` ystep/ypos/line0/line1)."""
     near = np.empty(height, np.int64)
@@ -257,21 +366,29 @@ def _row_sources(comp_h: int, vs: int, height: int):
     return near, far
 
 
-def upsample(px: np.ndarray, hs: int, vs: int, width: int, height: int) -> np.ndarray:
-    """A component's samples ``(comp_h, comp_w)`` -> ``(height, width)`` with stb's resample kernels."""
+@functools.lru_cache(maxsize=64)
+def _row_sources_clamped(comp_h: int, vs: int, height: int):
+    near_i, far_i = _row_sources(comp_h, vs, height)
+    return np.minimum(near_i, comp_h - 1), np.minimum(far_i, comp_h - 1)
+
+
+def upsample(px: np.ndarray, hs: int, vs: int, width: int, height: int, rows=None) -> np.ndarray:
+    """A component's samples ``(comp_h, comp_w)`` -> ``(height, width)`` with stb's resample kernels (only the
+    output rows ``range(*rows)`` when ``rows`` is given)."""
     comp_h = px.shape[0]
     w = (width + hs - 1) // hs                       # r->w_lores
-    src = px[:, :w].astype(np.int32)
+    src = px[:, :w]
     if src.shape[1] < w:                             # cannot happen for valid sampling; be safe
         src = np.pad(src, ((0, 0), (0, w - src.shape[1])), mode="edge")
-    near_i, far_i = _row_sources(comp_h, vs, height)
-    near_i = np.minimum(near_i, comp_h - 1)
-    far_i = np.minimum(far_i, comp_h - 1)
-    near = src[near_i]
+    near_i, far_i = _row_sources_clamped(comp_h, vs, height)
+    if rows is not None:
+        near_i, far_i = near_i[rows[0]:rows[1]], far_i[rows[0]:rows[1]]
+    height = len(near_i)
+    near = src[near_i].astype(np.int32)
     if hs == 1 and vs == 1:
         out = near
     elif hs == 1 and vs == 2:
-        out = (3 * near + src[far_i] + 2) >> 2
+        out = (3 * near + src[far_i].astype(np.int32) + 2) >> 2
     elif hs == 2 and vs == 1:
         out = np.empty((height, 2 * w), np.int32)
         if w == 1:
@@ -286,7 +403,7 @@ def upsample(px: np.ndarray, hs: int, vs: int, width: int, height: int) -> np.nd
             out[:, 2 * (w - 1)] = (near[:, w - 2] * 3 + near[:, w - 1] + 2) >> 2   # stb's quirk, kept
             out[:, 2 * w - 1] = near[:, w - 1]
     elif hs == 2 and vs == 2:
-        t = 3 * near + src[far_i]
+        t = 3 * near + src[far_i].astype(np.int32)
         out = np.empty((height, 2 * w), np.int32)
         if w == 1:
             out[:, 0] = out[:, 1] = (t[:, 0] + 2) >> 2
