@@ -127,38 +127,30 @@ class Section:
             raise self.error(f"bad number for '{key}': {text!r} is not {kind}", key)
         return conv(m.group(0))
 
-    def get_int(self, key: str, default=None, required: bool = False):
+    def _value(self, key: str, required: bool):
         text = self.raw(key)
-        if text is None:
-            if required:
-                raise self.error(f"missing required key '{key}'")
-            return default
-        return self._number(key, text, _INT_RE, int, "an integer")
-
-    def get_float(self, key: str, default=None, required: bool = False):
-        text = self.raw(key)
-        if text is None:
-            if required:
-                raise self.error(f"missing required key '{key}'")
-            return default
-        return self._number(key, text, _FLOAT_RE, float, "a number")
-
-    def get_str(self, key: str, default=None, required: bool = False):
-        text = self.raw(key)
-        if text is None:
-            if required:
-                raise self.error(f"missing required key '{key}'")
-            return default
+        if text is None and required:
+            raise self.error(f"missing required key '{key}'")
         return text
 
+    def get_int(self, key: str, default=None, required: bool = False):
+        text = self._value(key, required)
+        return default if text is None else self._number(key, text, _INT_RE, int, "an integer")
+
+    def get_float(self, key: str, default=None, required: bool = False):
+        text = self._value(key, required)
+        return default if text is None else self._number(key, text, _FLOAT_RE, float, "a number")
+
+    def get_str(self, key: str, default=None, required: bool = False):
+        text = self._value(key, required)
+        return default if text is None else text
+
     def _list(self, key, conv, required):
-        text = self.raw(key)
+        text = self._value(key, required)
         if text is None:
-            if required:
-                raise self.error(f"missing required key '{key}'")
             return None
         text = re.split(r"[#;]", text, maxsplit=1)[0]
-        items = [t for t in text.split(",")]
+        items = text.split(",")
         if items and items[-1] == "":
             items = items[:-1]          # Darknet tolerates a trailing comma
         if not items:
