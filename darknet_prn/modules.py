@@ -195,9 +195,10 @@ class Connected(DarknetModule):
 
     def forward(self, x, outs=None):
         y = F.linear(x.reshape(x.shape[0], -1), self.weights)
-        if self.p["bn"]:
-            y = batchnorm(y, self.rolling_mean, self.rolling_variance, self.scales, torch.zeros_like(self.biases))
-        y = y + self.biases
+        if self.p["bn"]:     # Darknet normalises before adding the bias
+            y = batchnorm(y, self.rolling_mean, self.rolling_variance, self.scales, self.biases)
+        else:
+            y = y + self.biases
         return activate(y, self.p["activation"]).view(x.shape[0], -1, 1, 1)
 
 

@@ -51,9 +51,14 @@ class WarningLoad(UserWarning):
     pass
 
 
+def _transposed(spec, transpose_header: bool) -> bool:
+    """Whether the file holds the transpose of the array's 2-D view (conv ``flipped``, connected + header)."""
+    return spec.transpose == "flipped" or (spec.transpose == "header" and transpose_header)
+
+
 def _file_view(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
     """Array as it lies in the file -> tensor layout (C order of ``spec.shape``)."""
-    if spec.transpose == "flipped" or (spec.transpose == "header" and transpose_header):
+    if _transposed(spec, transpose_header):
         rows = spec.shape[0]
         cols = spec.size // rows
         return arr.reshape(cols, rows).T.reshape(spec.shape)
@@ -61,7 +66,7 @@ def _file_view(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
 
 
 def _to_file(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
-    if spec.transpose == "flipped" or (spec.transpose == "header" and transpose_header):
+    if _transposed(spec, transpose_header):
         rows = spec.shape[0]
         return np.ascontiguousarray(arr.reshape(rows, -1).T).reshape(-1)
     return arr.reshape(-1)
@@ -86,8 +91,7 @@ def _read_array(f, tensor, spec, count: int, transpose_header: bool) -> None:
     it is a contiguous little-endian CPU float32 array stored untransposed, else through numpy."""
     import torch
 
-    plain = spec.transpose is None or (spec.transpose == "header" and not transpose_header)
-    if _DIRECT and plain and tensor.device.type == "cpu" and tensor.dtype == torch.float32 \
+    if _DIRECT and not _transposed(spec, transpose_header) and tensor.device.type == "cpu" and tensor.dtype == torch.float32 \
             and tensor.is_contiguous():
         buf = memoryview(tensor.detach().numpy().reshape(-1)[:count]).cast("B")
         if f.readinto(buf) != 4 * count:
