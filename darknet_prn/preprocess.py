@@ -26,6 +26,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 _U8_TO_FLOAT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
 
+def _native_module():
+    from . import native
+    return native.module()
+
+
 def _cv2():
     try:
         import cv2
@@ -196,23 +201,32 @@ def _resize_axes(src: int, dst: int):
 _STRIP = 16          # output rows per strip: keeps every temporary small (cache-resident, no fresh pages)
 
 
-def resize_u8_chw(img_u8: np.ndarray, w: int, h: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``resize_image(to_float(img_u8), w, h)`` laid out CHW: uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)``.
+def resize_u8_chw(img_u8: np.ndarray, w: int, h: int, out: np.ndarray | None = None,
+                  bgr: bool = False) -> np.ndarray:
+    """``resize_image(to_float(img_u8), w, h)`` laid out CHW: uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)``
+    (channels reversed first when ``bgr``).
 
-    The same float32 operations as :func:`to_float` + :func:`resize_image` (identical bits), but done in strips
-    of output rows, gathering uint8 columns before the uint8->float table, so no full-size float temporary
-    is ever made. Needs ``W, H, w, h >= 2`` (other sizes go through :func:`resize_image`).
+    The same float32 operations as :func:`to_float` + :func:`resize_image` (identical bits): in C
+    (:mod:`darknet_prn.native`) when built, else in numpy strips of output rows, gathering uint8 columns before
+    the uint8->float table, so no full-size float temporary is ever made. Needs ``W, H, w, h >= 2`` (other sizes
+    go through :func:`resize_image`).
     """
     f32 = np.float32
     ih, iw = img_u8.shape[:2]
+    if out is None:
+        out = np.empty((3, h, w), f32)
+    native = _native_module()
+    if native is not None and img_u8.shape[2] == 3:
+        native.resize_chw(np.ascontiguousarray(img_u8), ih, iw, bgr, _U8_TO_FLOAT, out, h, w)
+        return out
+    if bgr:
+        img_u8 = img_u8[:, :, ::-1]
     ix, ix1, dx = _resize_axes(iw, w)
     ix[-1] = iw - 1                                   # the last column copies the edge
     dx[-1] = 0
     iy, iy1, dy = _resize_axes(ih, h)
     wa, wb = (f32(1) - dx), dx
     ha, hb = (f32(1) - dy)[:, None], dy[:, None]
-    if out is None:
-        out = np.empty((3, h, w), f32)
     lut = _U8_TO_FLOAT
     for o0 in range(0, h, _STRIP):
         o1 = min(o0 + _STRIP, h)
@@ -237,20 +251,18 @@ def resize_u8_chw(img_u8: np.ndarray, w: int, h: int, out: np.ndarray | None = N
 def prepare(img_u8: np.ndarray, net_w: int, net_h: int, letterbox: bool = False, bgr: bool = False) -> np.ndarray:
     """uint8 HWC image -> the network input as Darknet builds it: float32 ``(3, net_h, net_w)``, RGB, [0, 1]."""
     img = _check_array(img_u8)
-    if bgr:
-        img = img[:, :, ::-1]
     ih, iw = img.shape[:2]
     if letterbox:
         new_w, new_h = letterbox_size(iw, ih, net_w, net_h)
     else:
         new_w, new_h = net_w, net_h
     if min(iw, ih, new_w, new_h) < 2 or (iw == new_w and ih == new_h):
-        im = to_float(img)
+        im = to_float(img, bgr=bgr)
         net_in = letterbox_image(im, net_w, net_h) if letterbox else resize_image(im, net_w, net_h)
         return np.ascontiguousarray(net_in.transpose(2, 0, 1))
     if not letterbox:
-        return resize_u8_chw(img, net_w, net_h)
-    resized = resize_u8_chw(img, new_w, new_h)
+        return resize_u8_chw(img, net_w, net_h, bgr=bgr)
+    resized = resize_u8_chw(img, new_w, new_h, bgr=bgr)
     out = np.full((3, net_h, net_w), 0.5, dtype=np.float32)
     dx, dy = (net_w - new_w) // 2, (net_h - new_h) // 2
     x0, y0 = max(dx, 0), max(dy, 0)

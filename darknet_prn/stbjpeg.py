@@ -143,7 +143,15 @@ def decode_jpeg_stb(path, data: bytes | None = None):
             bh, bw = coef.shape[:2]
             if bh * 8 < ch or bw * 8 < cw:
                 return None
-            pxs.append((idct_image(coef, hdr["qt"][tq])[:ch, :cw], hmax // h, vmax // v))
+            pxs.append((idct_image(coef, hdr["qt"][tq]), ch, cw, hmax // h, vmax // v))
+        native = _native_module()
+        mode = _native_mode(comps, hdr["jfif"], hdr["adobe_transform"])
+        if native is not None and mode is not None:
+            out = np.empty((height, width, 3), np.uint8)
+            native.upsample_rgb(out, width, height, mode,
+                                tuple((px, ch, px.shape[1], hs, vs) for px, ch, _, hs, vs in pxs))
+            return out
+        pxs = [(px[:ch, :cw], hs, vs) for px, ch, cw, hs, vs in pxs]
         # up-sampling and colour conversion in strips of rows: small, cache-resident temporaries
         out = np.empty((height, width, 3), np.uint8)
         for j0 in range(0, height, _ROW_STRIP):
@@ -156,6 +164,27 @@ def decode_jpeg_stb(path, data: bytes | None = None):
 
 
 _ROW_STRIP = 32
+
+
+def _native_module():
+    """The C kernels (``darknet_prn._native``) unless they were not built or are switched off."""
+    from . import native
+    return native.module()
+
+
+def _native_mode(comps, jfif: bool, adobe_transform: int):
+    """``upsample_rgb``'s mode for these components (0 grey, 1 YCbCr, 2 RGB) or ``None`` (CMYK/YCCK: numpy)."""
+    if len(comps) == 1:
+        return 0
+    if len(comps) == 3:
+        return 2 if _is_rgb(comps, adobe_transform, jfif) else 1
+    return None
+
+
+def _is_rgb(comps, adobe_transform: int, jfif: bool) -> bool:
+    """stb's rule for 3 components stored as RGB (component ids 'R','G','B', or Adobe transform 0 without JFIF)."""
+    rgb_ids = sum(1 for i, c in enumerate(comps) if c[0] == b"RGB"[i])
+    return rgb_ids == 3 or (adobe_transform == 0 and not jfif)
 
 
 def _read_coefficients(jl, path, comps, width, height, hmax, vmax):
@@ -308,6 +337,10 @@ def idct_image(coef: np.ndarray, qt: np.ndarray) -> np.ndarray:
     bh, bw = coef.shape[:2]
     qt = np.asarray(qt, np.int32).reshape(8, 8)
     out = np.empty((bh * 8, bw * 8), np.uint8)
+    native = _native_module()
+    if native is not None:
+        native.idct_plane(np.ascontiguousarray(coef, np.int16), np.ascontiguousarray(qt), out, bh, bw)
+        return out
     step = max(1, _IDCT_CHUNK // max(bw, 1))          # block rows per chunk: small, cache-resident temporaries
     for by in range(0, bh, step):
         blk = coef[by:by + step]
@@ -441,8 +474,7 @@ def to_rgb(samples, comps, jfif: bool, adobe_transform: int) -> np.ndarray:
     if n == 1:
         return np.repeat(samples[0][:, :, None], 3, axis=2)
     if n == 3:
-        rgb_ids = sum(1 for i, c in enumerate(comps) if c[0] == b"RGB"[i])
-        if rgb_ids == 3 or (adobe_transform == 0 and not jfif):
+        if _is_rgb(comps, adobe_transform, jfif):
             return np.stack(samples, axis=-1)
         return _ycbcr_to_rgb(*samples)
     # 4 components

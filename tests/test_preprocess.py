@@ -1,11 +1,13 @@
 """Pre-processing: stb-exact JPEG decoding, Darknet's resize_image / letterbox_image, image errors."""
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from darknet_prn import native
 from darknet_prn import preprocess as pre
 from darknet_prn import stbjpeg
 from darknet_prn.errors import DarknetError
@@ -26,6 +28,18 @@ STB_SHA256 = {
 }
 
 NEEDS_JPEGLIB = "stb-exact JPEG decoding needs the `jpeglib` package (a dependency of darknet-prn)"
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def kernels(request):
+    """Every test here runs twice: with the C kernels (darknet_prn._native) and with their numpy twins."""
+    if request.param == "native" and not native.available():
+        if os.environ.get("DARKNET_PRN_REQUIRE_NATIVE") == "1":
+            pytest.fail("darknet_prn._native was not built (DARKNET_PRN_REQUIRE_NATIVE=1)")
+        pytest.skip("darknet_prn._native not built (no C compiler at install time)")
+    prev = native.use_native(request.param == "native")
+    yield request.param
+    native.use_native(prev)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,6 +94,21 @@ def test_idct_dc_only_block_is_flat():
     coef[0, 0, 0] = 10                            # DC 10 * q 8 = 80 -> 80/8 + 128 = 138
     out = stbjpeg.idct_blocks(coef, np.full((8, 8), 8, np.int32))
     assert np.all(out == 138)
+
+
+@pytest.mark.parametrize("scale", [4, 64, 2048, 32767])
+def test_idct_image_equals_blockwise_reference(scale):
+    """idct_image (C, or float64 matrix products) = the block-wise int32 transcription of stbi__idct_block, also
+    for coefficients far beyond what 8-bit images produce (short wrap on dequantisation, int32 wrap in pass 2),
+    sparse blocks (stb's zero-column shortcut) and DC-only blocks."""
+    rng = np.random.default_rng(scale)
+    coef = rng.integers(-scale, scale + 1, (3, 5, 8, 8)).astype(np.int16)
+    coef[0, :2, 1:] = 0                           # DC only
+    coef[1, :, 1:, :] *= rng.random((5, 7, 8)) < 0.2    # mostly zero columns
+    qt = rng.integers(1, 256, 64).astype(np.int32)
+    want = stbjpeg.idct_blocks(coef.reshape(-1, 8, 8), qt.reshape(8, 8)).reshape(3, 5, 8, 8)
+    got = stbjpeg.idct_image(coef, qt)
+    assert np.array_equal(got, want.transpose(0, 2, 1, 3).reshape(24, 40))
 
 
 def test_unicode_path(tmp_path):
@@ -214,3 +243,18 @@ def test_prepare_layout():
     assert np.all(x[0] == 1) and np.all(x[1:] == 0)
     with pytest.raises(DarknetError):
         pre.prepare(np.zeros((4, 4, 3), np.float32), 8, 8)
+
+
+@pytest.mark.parametrize("ih,iw,h,w", [(576, 768, 416, 416), (17, 23, 16, 16), (5, 900, 416, 7), (1000, 3, 9, 30),
+                                       (416, 416, 608, 608), (2, 2, 5, 5)])
+@pytest.mark.parametrize("bgr", [False, True])
+def test_prepare_equals_to_float_then_resize_image(ih, iw, h, w, bgr):
+    """The fused uint8 -> CHW float resize (C or numpy strips) gives the bits of to_float + resize_image."""
+    rng = np.random.default_rng(ih + iw + h + w)
+    u8 = rng.integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+    want = pre.resize_image(pre.to_float(u8, bgr=bgr), w, h).transpose(2, 0, 1)
+    assert np.array_equal(pre.prepare(u8, w, h, bgr=bgr), want)
+    nw, nh = pre.letterbox_size(iw, ih, w, h)
+    if min(nw, nh) >= 2:
+        boxed = pre.letterbox_image(pre.to_float(u8, bgr=bgr), w, h).transpose(2, 0, 1)
+        assert np.array_equal(pre.prepare(u8, w, h, letterbox=True, bgr=bgr), boxed)

@@ -1,0 +1,494 @@
+/* Native kernels for Darknet-exact image pre-processing (optional: every function has a numpy twin that gives
+ * the same bits; see stbjpeg.py and preprocess.py, which pick these when the extension was built).
+ *
+ *  idct_plane       stb_image's integer IDCT (stbi__idct_block) with dequantisation into short, for a whole plane
+ *  upsample_rgb     stb_image's chroma up-sampling (stbi__resample) and YCbCr->RGB (stbi__YCbCr_to_RGB_row),
+ *                   one output row at a time, as stb does it
+ *  resize_chw       Darknet's to-float ((float)(u8/255.)) + resize_image (two-pass float32 bilinear) from uint8
+ *                   HWC to float32 CHW
+ *
+ * The arithmetic is written out from the documented behaviour of those functions (spec, darknet-semantics.md
+ * section 3.10, and the module docs of stbjpeg.py); integer code relies on two's-complement wrap-around
+ * (built with -fwrapv), float code on IEEE float32 with no contraction into FMA (-ffp-contract=off).
+ * Buffers come in through the buffer protocol and must be C-contiguous; the Python side checks shapes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* IDCT                                                                                                        */
+
+#define F2F(x) ((int)(((x) * 4096 + 0.5)))   /* float constant times 4096 in float, + 0.5 in double */
+#define FSH(x) ((x) * 4096)
+
+#define IDCT_1D(s0, s1, s2, s3, s4, s5, s6, s7)                                                              \
+    int t0, t1, t2, t3, p1, p2, p3, p4, p5, x0, x1, x2, x3;                                                  \
+    p2 = s2;                                                                                                 \
+    p3 = s6;                                                                                                 \
+    p1 = (p2 + p3) * F2F(0.5411961f);                                                                        \
+    t2 = p1 + p3 * F2F(-1.847759065f);                                                                       \
+    t3 = p1 + p2 * F2F(0.765366865f);                                                                        \
+    p2 = s0;                                                                                                 \
+    p3 = s4;                                                                                                 \
+    t0 = FSH(p2 + p3);                                                                                       \
+    t1 = FSH(p2 - p3);                                                                                       \
+    x0 = t0 + t3;                                                                                            \
+    x3 = t0 - t3;                                                                                            \
+    x1 = t1 + t2;                                                                                            \
+    x2 = t1 - t2;                                                                                            \
+    t0 = s7;                                                                                                 \
+    t1 = s5;                                                                                                 \
+    t2 = s3;                                                                                                 \
+    t3 = s1;                                                                                                 \
+    p3 = t0 + t2;                                                                                            \
+    p4 = t1 + t3;                                                                                            \
+    p1 = t0 + t3;                                                                                            \
+    p2 = t1 + t2;                                                                                            \
+    p5 = (p3 + p4) * F2F(1.175875602f);                                                                      \
+    t0 = t0 * F2F(0.298631336f);                                                                             \
+    t1 = t1 * F2F(2.053119869f);                                                                             \
+    t2 = t2 * F2F(3.072711026f);                                                                             \
+    t3 = t3 * F2F(1.501321110f);                                                                             \
+    p1 = p5 + p1 * F2F(-0.899976223f);                                                                       \
+    p2 = p5 + p2 * F2F(-2.562915447f);                                                                       \
+    p3 = p3 * F2F(-1.961570560f);                                                                            \
+    p4 = p4 * F2F(-0.390180644f);                                                                            \
+    t3 += p1 + p4;                                                                                           \
+    t2 += p2 + p3;                                                                                           \
+    t1 += p2 + p4;                                                                                           \
+    t0 += p1 + p3;
+
+static inline uint8_t clamp255(int x)
+{
+    return (uint8_t)(x < 0 ? 0 : (x > 255 ? 255 : x));
+}
+
+/* one 8x8 block: quantised coefficients (natural order) -> pixels at out (row stride `stride`) */
+static inline void idct_block(const int16_t *coef, const int32_t *qt, uint8_t *out, Py_ssize_t stride)
+{
+    int16_t d[64];
+    int val[64];
+    int i, nz = 0;
+    for (i = 0; i < 64; ++i) {
+        d[i] = (int16_t)(coef[i] * qt[i]);        /* stb dequantises into short */
+        nz |= (i > 0) & (d[i] != 0);
+    }
+    if (!nz) {                                    /* DC only: a flat block (the general path gives the same) */
+        int x = (d[0] * 4 * 4096 + 65536 + (128 << 17)) >> 17;   /* pass 1: d0*4; pass 2 on a constant row */
+        /* pass 2 with v = [c,0,...,0]: x0 = c*4096 (+bias), t* = 0 */
+        uint8_t v = clamp255(x);
+        for (i = 0; i < 8; ++i)
+            memset(out + i * stride, v, 8);
+        return;
+    }
+    for (i = 0; i < 8; ++i) {                     /* columns */
+        const int16_t *s = d + i;
+        int *v = val + i;
+        if (s[8] == 0 && s[16] == 0 && s[24] == 0 && s[32] == 0 && s[40] == 0 && s[48] == 0 && s[56] == 0) {
+            int dc = s[0] * 4;
+            v[0] = v[8] = v[16] = v[24] = v[32] = v[40] = v[48] = v[56] = dc;
+        } else {
+            IDCT_1D(s[0], s[8], s[16], s[24], s[32], s[40], s[48], s[56])
+            x0 += 512;
+            x1 += 512;
+            x2 += 512;
+            x3 += 512;
+            v[0] = (x0 + t3) >> 10;
+            v[56] = (x0 - t3) >> 10;
+            v[8] = (x1 + t2) >> 10;
+            v[48] = (x1 - t2) >> 10;
+            v[16] = (x2 + t1) >> 10;
+            v[40] = (x2 - t1) >> 10;
+            v[24] = (x3 + t0) >> 10;
+            v[32] = (x3 - t0) >> 10;
+        }
+    }
+    for (i = 0; i < 8; ++i) {                     /* rows */
+        const int *v = val + 8 * i;
+        uint8_t *o = out + i * stride;
+        IDCT_1D(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+        x0 += 65536 + (128 << 17);
+        x1 += 65536 + (128 << 17);
+        x2 += 65536 + (128 << 17);
+        x3 += 65536 + (128 << 17);
+        o[0] = clamp255((x0 + t3) >> 17);
+        o[7] = clamp255((x0 - t3) >> 17);
+        o[1] = clamp255((x1 + t2) >> 17);
+        o[6] = clamp255((x1 - t2) >> 17);
+        o[2] = clamp255((x2 + t1) >> 17);
+        o[5] = clamp255((x2 - t1) >> 17);
+        o[3] = clamp255((x3 + t0) >> 17);
+        o[4] = clamp255((x3 - t0) >> 17);
+    }
+}
+
+MULTIVERSION
+static void idct_plane_impl(const int16_t *coef, const int32_t *qt, uint8_t *out, Py_ssize_t bh, Py_ssize_t bw)
+{
+    Py_ssize_t by, bx, stride = bw * 8;
+    for (by = 0; by < bh; ++by)
+        for (bx = 0; bx < bw; ++bx)
+            idct_block(coef + (by * bw + bx) * 64, qt, out + by * 8 * stride + bx * 8, stride);
+}
+
+static int need(Py_buffer *b, Py_ssize_t bytes, const char *what)
+{
+    if (b->len < bytes) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, need %zd", what, b->len, bytes);
+        return 0;
+    }
+    return 1;
+}
+
+/* idct_plane(coef int16 (bh, bw, 8, 8), qt int32 (64,) natural order, out uint8 (bh*8, bw*8), bh, bw) */
+static PyObject *py_idct_plane(PyObject *self, PyObject *args)
+{
+    Py_buffer coef, qt, out;
+    Py_ssize_t bh, bw;
+    PyObject *ret = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*w*nn", &coef, &qt, &out, &bh, &bw))
+        return NULL;
+    if (bh >= 0 && bw >= 0 && need(&coef, bh * bw * 128, "coef") && need(&qt, 256, "qt") &&
+        need(&out, bh * bw * 64, "out")) {
+        Py_BEGIN_ALLOW_THREADS
+        idct_plane_impl((const int16_t *)coef.buf, (const int32_t *)qt.buf, (uint8_t *)out.buf, bh, bw);
+        Py_END_ALLOW_THREADS
+        Py_INCREF(Py_None);
+        ret = Py_None;
+    } else if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_ValueError, "negative block counts");
+    }
+    PyBuffer_Release(&coef);
+    PyBuffer_Release(&qt);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* up-sampling + colour conversion                                                                             */
+
+typedef struct {
+    const uint8_t *data;   /* the component's decoded samples */
+    Py_ssize_t stride;     /* bytes per row of data */
+    Py_ssize_t comp_h;     /* rows of the component (stb's img_comp[k].y) */
+    int hs, vs;            /* up-sampling factors hmax/h, vmax/v */
+    Py_ssize_t w_lores;    /* (width + hs - 1) / hs */
+    int ystep;             /* stb's stbi__resample state */
+    Py_ssize_t ypos, line0, line1;
+    uint8_t *buf;          /* hs * w_lores (+ 2) bytes */
+} Resample;
+
+static const uint8_t *resample_row(Resample *r, const uint8_t *near, const uint8_t *far)
+{
+    Py_ssize_t i, w = r->w_lores;
+    uint8_t *out = r->buf;
+    if (r->hs == 1 && r->vs == 1)
+        return near;
+    if (r->hs == 1 && r->vs == 2) {
+        for (i = 0; i < w; ++i)
+            out[i] = (uint8_t)((3 * near[i] + far[i] + 2) >> 2);
+        return out;
+    }
+    if (r->hs == 2 && r->vs == 1) {
+        if (w == 1) {
+            out[0] = out[1] = near[0];
+            return out;
+        }
+        out[0] = near[0];
+        out[1] = (uint8_t)((near[0] * 3 + near[1] + 2) >> 2);
+        for (i = 1; i < w - 1; ++i) {
+            int n = 3 * near[i] + 2;
+            out[i * 2] = (uint8_t)((n + near[i - 1]) >> 2);
+            out[i * 2 + 1] = (uint8_t)((n + near[i + 1]) >> 2);
+        }
+        out[i * 2] = (uint8_t)((near[w - 2] * 3 + near[w - 1] + 2) >> 2);
+        out[i * 2 + 1] = near[w - 1];
+        return out;
+    }
+    if (r->hs == 2 && r->vs == 2) {
+        int t0, t1;
+        if (w == 1) {
+            out[0] = out[1] = (uint8_t)((3 * near[0] + far[0] + 2) >> 2);
+            return out;
+        }
+        t1 = 3 * near[0] + far[0];
+        out[0] = (uint8_t)((t1 + 2) >> 2);
+        for (i = 1; i < w; ++i) {
+            t0 = t1;
+            t1 = 3 * near[i] + far[i];
+            out[i * 2 - 1] = (uint8_t)((3 * t0 + t1 + 8) >> 4);
+            out[i * 2] = (uint8_t)((3 * t1 + t0 + 8) >> 4);
+        }
+        out[w * 2 - 1] = (uint8_t)((t1 + 2) >> 2);
+        return out;
+    }
+    for (i = 0; i < w; ++i) {                     /* generic: nearest */
+        int j;
+        for (j = 0; j < r->hs; ++j)
+            out[i * r->hs + j] = near[i];
+    }
+    return out;
+}
+
+/* the up-sampled row for the next output row, advancing stb's per-component state */
+static const uint8_t *next_row(Resample *r)
+{
+    int y_bot = r->ystep >= (r->vs >> 1);
+    const uint8_t *l0 = r->data + r->line0 * r->stride, *l1 = r->data + r->line1 * r->stride;
+    const uint8_t *row = resample_row(r, y_bot ? l1 : l0, y_bot ? l0 : l1);
+    if (++r->ystep >= r->vs) {
+        r->ystep = 0;
+        r->line0 = r->line1;
+        if (++r->ypos < r->comp_h)
+            r->line1 += 1;
+    }
+    return row;
+}
+
+#define FLOAT2FIXED(x) (((int)((x) * 4096.0f + 0.5f)) << 8)
+
+MULTIVERSION
+static void ycbcr_row(uint8_t *out, const uint8_t *y, const uint8_t *pcb, const uint8_t *pcr, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; ++i) {
+        int y_fixed = (y[i] << 20) + (1 << 19);
+        int cr = pcr[i] - 128, cb = pcb[i] - 128;
+        int r = y_fixed + cr * FLOAT2FIXED(1.40200f);
+        int g = y_fixed + (cr * -FLOAT2FIXED(0.71414f)) + ((cb * -FLOAT2FIXED(0.34414f)) & (int)0xffff0000u);
+        int b = y_fixed + cb * FLOAT2FIXED(1.77200f);
+        out[3 * i] = clamp255(r >> 20);
+        out[3 * i + 1] = clamp255(g >> 20);
+        out[3 * i + 2] = clamp255(b >> 20);
+    }
+}
+
+/* upsample_rgb(out uint8 (height, width, 3), width, height, mode, planes)
+ * mode 0: one component, grey -> R=G=B; 1: three components YCbCr -> RGB; 2: three components taken as RGB.
+ * planes: tuple of (data uint8, comp_h, stride, hs, vs), one per component. */
+static PyObject *py_upsample_rgb(PyObject *self, PyObject *args)
+{
+    Py_buffer out, views[3];
+    Resample rs[3];
+    Py_ssize_t width, height, j, i;
+    int mode, n, k, nviews = 0, ok = 1;
+    PyObject *planes, *ret = NULL;
+    uint8_t *bufs = NULL;
+    if (!PyArg_ParseTuple(args, "w*nniO!", &out, &width, &height, &mode, &PyTuple_Type, &planes))
+        return NULL;
+    n = (int)PyTuple_GET_SIZE(planes);
+    if (!((mode == 0 && n == 1) || (mode >= 1 && mode <= 2 && n == 3)) || width < 1 || height < 1) {
+        PyErr_SetString(PyExc_ValueError, "upsample_rgb: bad mode, component count or size");
+        ok = 0;
+    }
+    ok = ok && need(&out, width * height * 3, "out");
+    for (k = 0; ok && k < n; ++k) {
+        Resample *r = &rs[k];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(planes, k), "y*nnii", &views[k], &r->comp_h, &r->stride, &r->hs,
+                              &r->vs)) {
+            ok = 0;
+            break;
+        }
+        nviews++;
+        r->data = (const uint8_t *)views[k].buf;
+        if (r->hs < 1 || r->vs < 1 || r->comp_h < 1) {
+            PyErr_SetString(PyExc_ValueError, "upsample_rgb: bad sampling factors");
+            ok = 0;
+            break;
+        }
+        r->w_lores = (width + r->hs - 1) / r->hs;
+        if (r->stride < r->w_lores) {
+            PyErr_SetString(PyExc_ValueError, "upsample_rgb: plane narrower than the image");
+            ok = 0;
+            break;
+        }
+        ok = need(&views[k], r->comp_h * r->stride, "plane");
+        r->ystep = r->vs >> 1;
+        r->ypos = r->line0 = r->line1 = 0;
+    }
+    if (ok) {
+        Py_ssize_t per = 0;
+        for (k = 0; k < n; ++k)
+            per += rs[k].hs * rs[k].w_lores + 2;
+        bufs = (uint8_t *)malloc((size_t)per);
+        if (!bufs) {
+            PyErr_NoMemory();
+            ok = 0;
+        } else {
+            uint8_t *p = bufs;
+            for (k = 0; k < n; ++k) {
+                rs[k].buf = p;
+                p += rs[k].hs * rs[k].w_lores + 2;
+            }
+        }
+    }
+    if (ok) {
+        uint8_t *o = (uint8_t *)out.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (j = 0; j < height; ++j, o += width * 3) {
+            const uint8_t *c[3];
+            for (k = 0; k < n; ++k)
+                c[k] = next_row(&rs[k]);
+            if (mode == 1) {
+                ycbcr_row(o, c[0], c[1], c[2], width);
+            } else if (mode == 2) {
+                for (i = 0; i < width; ++i) {
+                    o[3 * i] = c[0][i];
+                    o[3 * i + 1] = c[1][i];
+                    o[3 * i + 2] = c[2][i];
+                }
+            } else {
+                for (i = 0; i < width; ++i)
+                    o[3 * i] = o[3 * i + 1] = o[3 * i + 2] = c[0][i];
+            }
+        }
+        Py_END_ALLOW_THREADS
+        Py_INCREF(Py_None);
+        ret = Py_None;
+    }
+    free(bufs);
+    for (k = 0; k < nviews; ++k)
+        PyBuffer_Release(&views[k]);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* Darknet's resize_image on (float)(u8 / 255.) pixels                                                        */
+
+/* one row of resize_image's horizontal pass, channels interleaved: part[c*3+k] */
+static void resize_hrow(const uint8_t *src, Py_ssize_t iw, int bgr, const float *lut, const int32_t *ix,
+                        const float *dx, Py_ssize_t w, float *part)
+{
+    Py_ssize_t c;
+    int k;
+    for (c = 0; c < w; ++c) {
+        for (k = 0; k < 3; ++k) {
+            int sk = bgr ? 2 - k : k;
+            float val;
+            if (c == w - 1 || iw == 1) {
+                val = lut[src[(iw - 1) * 3 + sk]];
+            } else {
+                Py_ssize_t i0 = ix[c], i1 = i0 + 1 < iw ? i0 + 1 : iw - 1;
+                float a = (1.0f - dx[c]) * lut[src[i0 * 3 + sk]];
+                float b = dx[c] * lut[src[i1 * 3 + sk]];
+                val = a + b;
+            }
+            part[c * 3 + k] = val;
+        }
+    }
+}
+
+MULTIVERSION
+static void resize_impl(const uint8_t *src, Py_ssize_t ih, Py_ssize_t iw, int bgr, const float *lut, float *out,
+                        Py_ssize_t h, Py_ssize_t w, int32_t *ix, float *dx, float *rows)
+{
+    float w_scale = w > 1 ? (float)(iw - 1) / (float)(w - 1) : 0.0f;
+    float h_scale = h > 1 ? (float)(ih - 1) / (float)(h - 1) : 0.0f;
+    Py_ssize_t c, r, tag[2] = {-1, -1};
+    float *slot[2] = {rows, rows + w * 3};
+    int next = 0;
+    for (c = 0; c < w; ++c) {
+        float sx = (float)c * w_scale;
+        ix[c] = (int32_t)sx;
+        dx[c] = sx - (float)ix[c];
+    }
+    for (r = 0; r < h; ++r) {
+        float sy = (float)r * h_scale;
+        Py_ssize_t iy = (Py_ssize_t)sy, iy1 = iy + 1 < ih ? iy + 1 : ih - 1;
+        float dy = sy - (float)iy, wy = 1.0f - dy;
+        int last = (r == h - 1 || ih == 1);
+        const float *p0 = NULL, *p1 = NULL;
+        Py_ssize_t want[2] = {iy, iy1};
+        int q, k;
+        for (q = 0; q < (last ? 1 : 2); ++q) {
+            const float *p;
+            if (tag[0] == want[q]) {
+                p = slot[0];
+            } else if (tag[1] == want[q]) {
+                p = slot[1];
+            } else {                              /* compute into the slot not holding the other wanted row */
+                int s = next;
+                if (q == 1 && tag[s] == want[0])
+                    s ^= 1;
+                resize_hrow(src + want[q] * iw * 3, iw, bgr, lut, ix, dx, w, slot[s]);
+                tag[s] = want[q];
+                next = s ^ 1;
+                p = slot[s];
+            }
+            if (q == 0)
+                p0 = p;
+            else
+                p1 = p;
+        }
+        for (k = 0; k < 3; ++k) {
+            float *o = out + (k * h + r) * w;
+            if (last) {
+                for (c = 0; c < w; ++c)
+                    o[c] = wy * p0[c * 3 + k];
+            } else {
+                for (c = 0; c < w; ++c) {
+                    float v = wy * p0[c * 3 + k];
+                    float t = dy * p1[c * 3 + k];
+                    o[c] = v + t;
+                }
+            }
+        }
+    }
+}
+
+/* resize_chw(src uint8 (ih, iw, 3), ih, iw, bgr, lut float32 (256,), out float32 (3, h, w), h, w) */
+static PyObject *py_resize_chw(PyObject *self, PyObject *args)
+{
+    Py_buffer src, lut, out;
+    Py_ssize_t ih, iw, h, w;
+    int bgr;
+    PyObject *ret = NULL;
+    if (!PyArg_ParseTuple(args, "y*nnpy*w*nn", &src, &ih, &iw, &bgr, &lut, &out, &h, &w))
+        return NULL;
+    if (ih < 1 || iw < 1 || h < 1 || w < 1) {
+        PyErr_SetString(PyExc_ValueError, "resize_chw: empty image");
+    } else if (need(&src, ih * iw * 3, "src") && need(&lut, 256 * 4, "lut") && need(&out, 3 * h * w * 4, "out")) {
+        void *mem = malloc((size_t)w * (sizeof(int32_t) + sizeof(float) + 6 * sizeof(float)));
+        if (!mem) {
+            PyErr_NoMemory();
+        } else {
+            int32_t *ix = (int32_t *)mem;
+            float *dx = (float *)(ix + w), *rows = dx + w;
+            Py_BEGIN_ALLOW_THREADS
+            resize_impl((const uint8_t *)src.buf, ih, iw, bgr, (const float *)lut.buf, (float *)out.buf, h, w, ix,
+                        dx, rows);
+            Py_END_ALLOW_THREADS
+            free(mem);
+            Py_INCREF(Py_None);
+            ret = Py_None;
+        }
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&lut);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+static PyMethodDef methods[] = {
+    {"idct_plane", py_idct_plane, METH_VARARGS, "stb_image's dequantisation + IDCT of a whole plane."},
+    {"upsample_rgb", py_upsample_rgb, METH_VARARGS, "stb_image's up-sampling and colour conversion."},
+    {"resize_chw", py_resize_chw, METH_VARARGS, "Darknet's to-float + resize_image, uint8 HWC -> float32 CHW."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    return PyModule_Create(&moduledef);
+}

@@ -1,0 +1,43 @@
+"""Access to the optional C kernels (``darknet_prn._native``, built by ``pip install``).
+
+They compute the same bits as the numpy code they replace (stb_image's IDCT, up-sampling and colour conversion;
+Darknet's to-float + resize), several times faster. When the extension is missing (no C compiler at install
+time) the numpy code runs. ``DARKNET_PRN_NATIVE=0`` in the environment, or :func:`use_native(False) <use_native>`,
+switches them off (tests compare both paths).
+"""
+from __future__ import annotations
+
+import os
+
+_enabled = os.environ.get("DARKNET_PRN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+_module = None
+_tried = False
+
+
+def _load():
+    global _module, _tried
+    if not _tried:
+        _tried = True
+        try:
+            from . import _native
+            _module = _native
+        except ImportError:
+            _module = None
+    return _module
+
+
+def module():
+    """The extension module when it is built and enabled, else ``None``."""
+    return _load() if _enabled else None
+
+
+def available() -> bool:
+    """Whether the extension was built (whatever :func:`use_native` says)."""
+    return _load() is not None
+
+
+def use_native(flag: bool) -> bool:
+    """Turn the C kernels on or off for this process; returns the previous setting."""
+    global _enabled
+    prev, _enabled = _enabled, bool(flag)
+    return prev
