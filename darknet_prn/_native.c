@@ -72,63 +72,55 @@ static inline uint8_t clamp255(int x)
     return (uint8_t)(x < 0 ? 0 : (x > 255 ? 255 : x));
 }
 
-/* one 8x8 block: quantised coefficients (natural order) -> pixels at out (row stride `stride`) */
+/* STBI__IDCT_1D over 8 lanes at once: in[r*8 + lane] -> the butterfly's outputs for each lane, before the pass's
+ * bias and shift: out[r*8 + lane] for output index r (0..7). Written as a lane loop so that it vectorises. */
+static inline void idct_pass(const int *in, int *out, int bias, int shift)
+{
+    int lane;
+    for (lane = 0; lane < 8; ++lane) {
+        IDCT_1D(in[lane], in[8 + lane], in[16 + lane], in[24 + lane], in[32 + lane], in[40 + lane], in[48 + lane],
+                in[56 + lane])
+        x0 += bias;
+        x1 += bias;
+        x2 += bias;
+        x3 += bias;
+        out[lane] = (x0 + t3) >> shift;
+        out[56 + lane] = (x0 - t3) >> shift;
+        out[8 + lane] = (x1 + t2) >> shift;
+        out[48 + lane] = (x1 - t2) >> shift;
+        out[16 + lane] = (x2 + t1) >> shift;
+        out[40 + lane] = (x2 - t1) >> shift;
+        out[24 + lane] = (x3 + t0) >> shift;
+        out[32 + lane] = (x3 - t0) >> shift;
+    }
+}
+
+/* one 8x8 block: quantised coefficients (natural order) -> pixels at out (row stride `stride`).
+ * stb skips all-zero columns in the first pass (their result is the DC term * 4, which the full formula also
+ * gives) and has a SIMD version with the same results; here both passes run on all lanes, vectorised. */
 static inline void idct_block(const int16_t *coef, const int32_t *qt, uint8_t *out, Py_ssize_t stride)
 {
-    int16_t d[64];
-    int val[64];
-    int i, nz = 0;
+    int d[64], v[64], vt[64], o[64];
+    int i, j, nz = 0;
     for (i = 0; i < 64; ++i) {
         d[i] = (int16_t)(coef[i] * qt[i]);        /* stb dequantises into short */
         nz |= (i > 0) & (d[i] != 0);
     }
     if (!nz) {                                    /* DC only: a flat block (the general path gives the same) */
-        int x = (d[0] * 4 * 4096 + 65536 + (128 << 17)) >> 17;   /* pass 1: d0*4; pass 2 on a constant row */
-        /* pass 2 with v = [c,0,...,0]: x0 = c*4096 (+bias), t* = 0 */
-        uint8_t v = clamp255(x);
+        /* pass 1 gives d0*4 in every row of column 0; pass 2 then x0 = d0*4*4096 + bias, all else 0 */
+        uint8_t val = clamp255((d[0] * 4 * 4096 + 65536 + (128 << 17)) >> 17);
         for (i = 0; i < 8; ++i)
-            memset(out + i * stride, v, 8);
+            memset(out + i * stride, val, 8);
         return;
     }
-    for (i = 0; i < 8; ++i) {                     /* columns */
-        const int16_t *s = d + i;
-        int *v = val + i;
-        if (s[8] == 0 && s[16] == 0 && s[24] == 0 && s[32] == 0 && s[40] == 0 && s[48] == 0 && s[56] == 0) {
-            int dc = s[0] * 4;
-            v[0] = v[8] = v[16] = v[24] = v[32] = v[40] = v[48] = v[56] = dc;
-        } else {
-            IDCT_1D(s[0], s[8], s[16], s[24], s[32], s[40], s[48], s[56])
-            x0 += 512;
-            x1 += 512;
-            x2 += 512;
-            x3 += 512;
-            v[0] = (x0 + t3) >> 10;
-            v[56] = (x0 - t3) >> 10;
-            v[8] = (x1 + t2) >> 10;
-            v[48] = (x1 - t2) >> 10;
-            v[16] = (x2 + t1) >> 10;
-            v[40] = (x2 - t1) >> 10;
-            v[24] = (x3 + t0) >> 10;
-            v[32] = (x3 - t0) >> 10;
-        }
-    }
-    for (i = 0; i < 8; ++i) {                     /* rows */
-        const int *v = val + 8 * i;
-        uint8_t *o = out + i * stride;
-        IDCT_1D(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
-        x0 += 65536 + (128 << 17);
-        x1 += 65536 + (128 << 17);
-        x2 += 65536 + (128 << 17);
-        x3 += 65536 + (128 << 17);
-        o[0] = clamp255((x0 + t3) >> 17);
-        o[7] = clamp255((x0 - t3) >> 17);
-        o[1] = clamp255((x1 + t2) >> 17);
-        o[6] = clamp255((x1 - t2) >> 17);
-        o[2] = clamp255((x2 + t1) >> 17);
-        o[5] = clamp255((x2 - t1) >> 17);
-        o[3] = clamp255((x3 + t0) >> 17);
-        o[4] = clamp255((x3 - t0) >> 17);
-    }
+    idct_pass(d, v, 512, 10);                     /* columns: lane = column, v[row*8 + col] */
+    for (i = 0; i < 8; ++i)                       /* rows as lanes: vt[k*8 + row] = v[row*8 + k] */
+        for (j = 0; j < 8; ++j)
+            vt[j * 8 + i] = v[i * 8 + j];
+    idct_pass(vt, o, 65536 + (128 << 17), 17);    /* o[col*8 + row] */
+    for (i = 0; i < 8; ++i)
+        for (j = 0; j < 8; ++j)
+            out[i * stride + j] = clamp255(o[j * 8 + i]);
 }
 
 MULTIVERSION
@@ -479,9 +471,306 @@ static PyObject *py_resize_chw(PyObject *self, PyObject *args)
     return ret;
 }
 
+/* ---------------------------------------------------------------------------------------------------------- */
+/* Huffman-coded sequential scans (ITU T.81 F.2): quantised coefficients, as libjpeg or stb entropy-decode them */
+
+#define FAST_BITS 10
+
+typedef struct {
+    uint8_t fast_len[1 << FAST_BITS];   /* code length of a FAST_BITS-bit prefix, 0: longer code (slow path) */
+    uint8_t fast_val[1 << FAST_BITS];
+    int32_t fast_ac[1 << FAST_BITS];    /* AC tables: code and coefficient bits together, 0 if they do not fit:
+                                           value * 256 + run * 16 + total length */
+    int32_t maxcode[18];                /* largest code of each length, -1 if none */
+    int32_t valoff[17];                 /* index of the first value of each length minus its first code */
+    uint8_t vals[256];
+} Huff;
+
+static inline int extend(int v, int s)
+{
+    return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
+}
+
+/* a DHT table's 16 counts + values -> decoding tables; 0 when the counts are inconsistent */
+static int huff_build(Huff *t, const uint8_t *spec, Py_ssize_t len, int is_ac)
+{
+    int l, i, j, n = 0, code = 0, k = 0;
+    if (len < 16)
+        return 0;
+    for (l = 0; l < 16; ++l)
+        n += spec[l];
+    if (n > 256 || len < 16 + n)
+        return 0;
+    memcpy(t->vals, spec + 16, (size_t)n);
+    memset(t->fast_len, 0, sizeof t->fast_len);
+    memset(t->fast_ac, 0, sizeof t->fast_ac);
+    for (l = 1; l <= 16; ++l) {
+        int cnt = spec[l - 1];
+        t->valoff[l] = k - code;
+        for (i = 0; i < cnt; ++i, ++k, ++code) {
+            if (code >= (1 << l))
+                return 0;                         /* over-subscribed */
+            if (l <= FAST_BITS) {
+                int shift = FAST_BITS - l;
+                for (j = 0; j < (1 << shift); ++j) {
+                    int idx = (code << shift) | j, rs = t->vals[k], run = rs >> 4, sz = rs & 15;
+                    t->fast_len[idx] = (uint8_t)l;
+                    t->fast_val[idx] = (uint8_t)rs;
+                    if (is_ac && sz && l + sz <= FAST_BITS) {
+                        int bits = (idx >> (FAST_BITS - l - sz)) & ((1 << sz) - 1);
+                        t->fast_ac[idx] = extend(bits, sz) * 256 + run * 16 + l + sz;
+                    }
+                }
+            }
+        }
+        t->maxcode[l] = cnt ? code - 1 : -1;
+        code <<= 1;
+    }
+    t->maxcode[17] = 0x7fffffff;
+    return 1;
+}
+
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t len, pos;
+    uint64_t acc;                 /* bits, most significant first */
+    int nbits;
+    int marker;                   /* a marker stopped the input (0: none yet) */
+} Bits;
+
+/* at least 57 bits in the buffer; past a marker or the end of the data, zeros (as libjpeg and stb do) */
+static inline void bits_fill(Bits *b)
+{
+    while (b->nbits <= 56) {
+        unsigned v = 0;
+        if (!b->marker && b->pos < b->len) {
+            v = b->data[b->pos];
+            if (v == 0xFF) {
+                unsigned nx = b->pos + 1 < b->len ? b->data[b->pos + 1] : 0xD9;
+                if (nx == 0x00) {
+                    b->pos += 2;
+                } else {
+                    b->marker = (int)nx;          /* leave pos at the marker */
+                    v = 0;
+                }
+            } else {
+                b->pos += 1;
+            }
+        }
+        b->acc |= (uint64_t)v << (56 - b->nbits);
+        b->nbits += 8;
+    }
+}
+
+static inline void bits_skip(Bits *b, int n)
+{
+    b->acc <<= n;
+    b->nbits -= n;
+}
+
+/* one Huffman symbol; needs >= 16 bits in the buffer; -1: no such code */
+static inline int huff_decode(Bits *b, const Huff *t)
+{
+    unsigned peek = (unsigned)(b->acc >> (64 - FAST_BITS));
+    int l = t->fast_len[peek], code;
+    if (l) {
+        bits_skip(b, l);
+        return t->fast_val[peek];
+    }
+    for (l = FAST_BITS + 1; l <= 16; ++l) {
+        code = (int)(b->acc >> (64 - l));
+        if (code <= t->maxcode[l]) {
+            bits_skip(b, l);
+            return t->vals[t->valoff[l] + code];
+        }
+    }
+    return -1;
+}
+
+/* s raw bits, sign-extended; needs >= s bits in the buffer */
+static inline int receive_extend(Bits *b, int s)
+{
+    int v;
+    if (s == 0)
+        return 0;
+    v = (int)(b->acc >> (64 - s));
+    bits_skip(b, s);
+    return extend(v, s);
+}
+
+static const uint8_t ZIGZAG[80] = {
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
+    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
+    54, 47, 55, 62, 63,
+    63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63};   /* guards: a run past 63 is caught below */
+
+/* one block: 0 ok, -1 corrupt. Each symbol is at most 16 code bits + 16 value bits: one fill per symbol. */
+static inline int decode_block(Bits *b, const Huff *dc, const Huff *ac, int *pred, int16_t *blk)
+{
+    int s, k;
+    memset(blk, 0, 64 * sizeof(int16_t));
+    if (b->nbits < 32)
+        bits_fill(b);
+    s = huff_decode(b, dc);
+    if (s < 0 || s > 16)
+        return -1;
+    *pred += receive_extend(b, s);
+    blk[0] = (int16_t)*pred;
+    for (k = 1; k < 64;) {
+        int rs, f;
+        if (b->nbits < 32)
+            bits_fill(b);
+        f = ac->fast_ac[b->acc >> (64 - FAST_BITS)];
+        if (f) {                                  /* code + value in one look-up */
+            k += (f >> 4) & 15;
+            bits_skip(b, f & 15);
+            blk[ZIGZAG[k]] = (int16_t)(f >> 8);
+            ++k;
+            continue;
+        }
+        rs = huff_decode(b, ac);
+        if (rs < 0)
+            return -1;
+        s = rs & 15;
+        if (s == 0) {
+            if (rs != 0xF0)
+                break;                            /* end of block */
+            k += 16;
+            continue;
+        }
+        k += rs >> 4;
+        blk[ZIGZAG[k]] = (int16_t)receive_extend(b, s);
+        ++k;
+    }
+    return k > 64 ? -1 : 0;
+}
+
+typedef struct {
+    Py_buffer coef;               /* int16 (rows_of_blocks, bw, 8, 8) */
+    Py_ssize_t bw, bh;            /* blocks per row / rows in the buffer */
+    int h, v;                     /* sampling factors */
+    Py_ssize_t nbx, nby;          /* blocks coded in a non-interleaved scan */
+    Huff dc, ac;
+    int pred;
+} ScanComp;
+
+/* decode_scan(data, pos, restart_interval, mcus_x, mcus_y, comps) -> position of the marker after the scan, or -1
+ * when the entropy-coded data is corrupt. comps: one (coef, bw, bh, h, v, nbx, nby, dc_spec, ac_spec) per scan
+ * component; a scan of one component codes nbx x nby blocks in raster order, one of several components codes
+ * mcus_x x mcus_y MCUs of h x v blocks each. */
+static PyObject *py_decode_scan(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t pos, mx, my, nmcu, m;
+    int ri, n, k, nviews = 0, ok = 1, err = 0;
+    PyObject *comps, *ret = NULL;
+    ScanComp *sc = NULL;
+    Bits b;
+    if (!PyArg_ParseTuple(args, "y*ninnO!", &data, &pos, &ri, &mx, &my, &PyTuple_Type, &comps))
+        return NULL;
+    n = (int)PyTuple_GET_SIZE(comps);
+    if (n < 1 || n > 4 || pos < 0 || pos > data.len || mx < 1 || my < 1 || ri < 0) {
+        PyErr_SetString(PyExc_ValueError, "decode_scan: bad arguments");
+        ok = 0;
+    }
+    if (ok && !(sc = (ScanComp *)calloc((size_t)n, sizeof(ScanComp)))) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    for (k = 0; ok && k < n; ++k) {
+        ScanComp *c = &sc[k];
+        Py_buffer dcs, acs;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(comps, k), "w*nniinny*y*", &c->coef, &c->bw, &c->bh, &c->h, &c->v,
+                              &c->nbx, &c->nby, &dcs, &acs)) {
+            ok = 0;
+            break;
+        }
+        nviews++;
+        if (!huff_build(&c->dc, (const uint8_t *)dcs.buf, dcs.len, 0) ||
+            !huff_build(&c->ac, (const uint8_t *)acs.buf, acs.len, 1)) {
+            PyErr_SetString(PyExc_ValueError, "decode_scan: bad Huffman table");
+            ok = 0;
+        }
+        PyBuffer_Release(&dcs);
+        PyBuffer_Release(&acs);
+        if (ok && (c->h < 1 || c->v < 1 || c->bw < 1 || c->bh < 1 ||
+                   (n == 1 ? (c->nbx > c->bw || c->nby > c->bh)
+                           : (mx * c->h > c->bw || my * c->v > c->bh)))) {
+            PyErr_SetString(PyExc_ValueError, "decode_scan: coefficient buffer smaller than the scan");
+            ok = 0;
+        }
+        ok = ok && need(&c->coef, c->bw * c->bh * 128, "coef");
+    }
+    if (ok) {
+        b.data = (const uint8_t *)data.buf;
+        b.len = data.len;
+        b.pos = pos;
+        b.acc = 0;
+        b.nbits = 0;
+        b.marker = 0;
+        nmcu = n == 1 ? sc[0].nbx * sc[0].nby : mx * my;
+        Py_BEGIN_ALLOW_THREADS
+        for (m = 0; m < nmcu && !err; ++m) {
+            if (ri && m && m % ri == 0) {         /* restart: byte-align, expect RSTn, reset the predictors */
+                int want = 0xD0 + (int)((m / ri - 1) & 7);
+                b.acc = 0;
+                b.nbits = 0;
+                if (!b.marker) {                  /* the marker was not reached yet: it must be next */
+                    if (b.pos + 1 < b.len && b.data[b.pos] == 0xFF)
+                        b.marker = b.data[b.pos + 1];
+                }
+                if (b.marker != want) {
+                    err = 1;
+                    break;
+                }
+                b.pos += 2;
+                b.marker = 0;
+                for (k = 0; k < n; ++k)
+                    sc[k].pred = 0;
+            }
+            if (n == 1) {
+                ScanComp *c = &sc[0];
+                Py_ssize_t by = m / c->nbx, bx = m % c->nbx;
+                err = decode_block(&b, &c->dc, &c->ac, &c->pred, (int16_t *)c->coef.buf + (by * c->bw + bx) * 64);
+            } else {
+                Py_ssize_t mby = m / mx, mbx = m % mx;
+                for (k = 0; k < n && !err; ++k) {
+                    ScanComp *c = &sc[k];
+                    int x, y;
+                    for (y = 0; y < c->v && !err; ++y)
+                        for (x = 0; x < c->h && !err; ++x) {
+                            Py_ssize_t by = mby * c->v + y, bx = mbx * c->h + x;
+                            err = decode_block(&b, &c->dc, &c->ac, &c->pred,
+                                               (int16_t *)c->coef.buf + (by * c->bw + bx) * 64);
+                        }
+                }
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (err) {
+            ret = PyLong_FromSsize_t(-1);
+        } else {
+            /* the next marker: skip what is left of the entropy-coded data (stuffed 0xFF00 and RSTn included) */
+            Py_ssize_t p = b.marker ? b.pos : b.pos - b.nbits / 8;
+            const uint8_t *d = (const uint8_t *)data.buf;
+            if (p < pos)
+                p = pos;
+            while (p + 1 < data.len && !(d[p] == 0xFF && d[p + 1] != 0x00 && !(d[p + 1] >= 0xD0 && d[p + 1] <= 0xD7)))
+                ++p;
+            ret = PyLong_FromSsize_t(p + 1 < data.len ? p : data.len);
+        }
+    }
+    for (k = 0; k < nviews; ++k)
+        PyBuffer_Release(&sc[k].coef);
+    free(sc);
+    PyBuffer_Release(&data);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"idct_plane", py_idct_plane, METH_VARARGS, "stb_image's dequantisation + IDCT of a whole plane."},
     {"upsample_rgb", py_upsample_rgb, METH_VARARGS, "stb_image's up-sampling and colour conversion."},
+    {"decode_scan", py_decode_scan, METH_VARARGS, "Entropy-decode one Huffman-coded sequential scan."},
     {"resize_chw", py_resize_chw, METH_VARARGS, "Darknet's to-float + resize_image, uint8 HWC -> float32 CHW."},
     {NULL, NULL, 0, NULL},
 };

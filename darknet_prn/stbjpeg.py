@@ -126,13 +126,15 @@ def decode_jpeg_stb(path, data: bytes | None = None):
         return None
     if any(c[3] not in hdr["qt"] for c in comps):
         return None
-    jl = _jpeglib()
-    if jl is None:
-        return None
     width, height = hdr["width"], hdr["height"]
     if width < 1 or height < 1:
         return None
-    planes = _read_coefficients(jl, path, comps, width, height, hmax, vmax)
+    planes = _sequential_coefficients(data, hdr, hmax, vmax) if hdr["sof"] in (0xC0, 0xC1) else None
+    if planes is None:
+        jl = _jpeglib()
+        if jl is None:
+            return None
+        planes = _read_coefficients(jl, path, comps, width, height, hmax, vmax)
     if planes is None:
         return None
     try:
@@ -185,6 +187,84 @@ def _is_rgb(comps, adobe_transform: int, jfif: bool) -> bool:
     """stb's rule for 3 components stored as RGB (component ids 'R','G','B', or Adobe transform 0 without JFIF)."""
     rgb_ids = sum(1 for i, c in enumerate(comps) if c[0] == b"RGB"[i])
     return rgb_ids == 3 or (adobe_transform == 0 and not jfif)
+
+
+def _sequential_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
+    """The quantised coefficients of a sequential (baseline / extended, Huffman) JPEG, entropy-decoded by the C
+    kernel ``decode_scan`` scan by scan, as ``(blocks_h, blocks_w, 8, 8)`` int16 arrays padded to whole MCUs.
+    ``None`` when the kernel is not built or the file is anything but plain (then libjpeg decodes it)."""
+    native = _native_module()
+    if native is None:
+        return None
+    comps = hdr["comps"]
+    width, height = hdr["width"], hdr["height"]
+    mcus_x, mcus_y = -(-width // (8 * hmax)), -(-height // (8 * vmax))
+    planes = {c[0]: np.zeros((mcus_y * c[2], mcus_x * c[1], 8, 8), np.int16) for c in comps}
+    if len(planes) != len(comps):
+        return None                                   # two components with one id
+    sampling = {c[0]: c for c in comps}
+    tables, restart, done, sof_seen = {}, 0, set(), False
+    pos, n = 2, len(data)
+    while pos + 4 <= n and len(done) < len(comps):
+        if data[pos] != 0xFF:
+            return None
+        m = data[pos + 1]
+        if m == 0xFF:
+            pos += 1
+            continue
+        if m in (0xD8, 0x01) or 0xD0 <= m <= 0xD7:
+            pos += 2
+            continue
+        if m == 0xD9:
+            break
+        seg_len = (data[pos + 2] << 8) | data[pos + 3]
+        seg = data[pos + 4: pos + 2 + seg_len]
+        if seg_len < 2 or len(seg) != seg_len - 2:
+            return None
+        pos += 2 + seg_len
+        if m in _SOF_ANY:
+            if sof_seen:
+                return None
+            sof_seen = True
+        elif m == 0xDB and done:
+            return None                               # tables redefined between scans: leave it to libjpeg
+        elif m == 0xC4:                               # DHT: (class, id) -> 16 counts + values
+            p = 0
+            while p + 17 <= len(seg):
+                cnt = sum(seg[p + 1:p + 17])
+                tables[seg[p] >> 4, seg[p] & 15] = bytes(seg[p + 1:p + 17 + cnt])
+                p += 17 + cnt
+            if p != len(seg):
+                return None
+        elif m == 0xDD:                               # DRI
+            if len(seg) < 2:
+                return None
+            restart = (seg[0] << 8) | seg[1]
+        elif m == 0xDA:                               # SOS
+            ns = seg[0] if seg else 0
+            if ns < 1 or len(seg) < 4 + 2 * ns:
+                return None
+            scan = []
+            for i in range(ns):
+                cid, tsel = seg[1 + 2 * i], seg[2 + 2 * i]
+                c = sampling.get(cid)
+                dc, ac = tables.get((0, tsel >> 4)), tables.get((1, tsel & 15))
+                if c is None or dc is None or ac is None or cid in done:
+                    return None
+                _, h, v, _ = c
+                cw, ch = -(-width * h // hmax), -(-height * v // vmax)
+                coef = planes[cid]
+                scan.append((coef, coef.shape[1], coef.shape[0], h, v, -(-cw // 8), -(-ch // 8), dc, ac))
+                done.add(cid)
+            try:
+                pos = native.decode_scan(data, pos, restart, mcus_x, mcus_y, tuple(scan))
+            except ValueError:
+                return None
+            if pos < 0:
+                return None
+    if len(done) != len(comps):
+        return None
+    return [planes[c[0]] for c in comps]
 
 
 def _read_coefficients(jl, path, comps, width, height, hmax, vmax):
