@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MULTIVERSION __attribute__((target_clones("avx2", "default")))
@@ -72,6 +73,70 @@ static inline uint8_t clamp255(int x)
     return (uint8_t)(x < 0 ? 0 : (x > 255 ? 255 : x));
 }
 
+/* ---------------------------------------------------------------------------------------------------------- */
+/* work split over threads: fn(ctx, begin, end) on [0, n) in `threads` contiguous parts, the first on the calling
+ * thread. Every kernel below writes disjoint outputs per part, so the split does not change any result. */
+
+typedef void (*RangeFn)(void *ctx, Py_ssize_t begin, Py_ssize_t end);
+
+static int n_threads = 1;         /* set_threads() */
+
+typedef struct {
+    RangeFn fn;
+    void *ctx;
+    Py_ssize_t begin, end;
+} Part;
+
+static void *part_main(void *arg)
+{
+    Part *p = (Part *)arg;
+    p->fn(p->ctx, p->begin, p->end);
+    return NULL;
+}
+
+/* `grain`: the least work per part worth a thread */
+static void run_parallel(RangeFn fn, void *ctx, Py_ssize_t n, Py_ssize_t grain)
+{
+    Part parts[16];
+    pthread_t tids[16];
+    int started[16] = {0};
+    int t, threads = n_threads;
+    if (grain < 1)
+        grain = 1;
+    if (threads > n / grain)
+        threads = (int)(n / grain);
+    if (threads > 16)
+        threads = 16;
+    if (threads <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    for (t = 0; t < threads; ++t) {
+        parts[t].fn = fn;
+        parts[t].ctx = ctx;
+        parts[t].begin = n * t / threads;
+        parts[t].end = n * (t + 1) / threads;
+    }
+    for (t = 1; t < threads; ++t)
+        started[t] = pthread_create(&tids[t], NULL, part_main, &parts[t]) == 0;
+    part_main(&parts[0]);
+    for (t = 1; t < threads; ++t) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            part_main(&parts[t]);                 /* no thread: do it here */
+    }
+}
+
+static PyObject *py_set_threads(PyObject *self, PyObject *args)
+{
+    int t, prev = n_threads;
+    if (!PyArg_ParseTuple(args, "i", &t))
+        return NULL;
+    n_threads = t < 1 ? 1 : (t > 16 ? 16 : t);
+    return PyLong_FromLong(prev);
+}
+
 /* STBI__IDCT_1D over 8 lanes at once: in[r*8 + lane] -> the butterfly's outputs for each lane, before the pass's
  * bias and shift: out[r*8 + lane] for output index r (0..7). Written as a lane loop so that it vectorises. */
 static inline void idct_pass(const int *in, int *out, int bias, int shift)
@@ -123,13 +188,21 @@ static inline void idct_block(const int16_t *coef, const int32_t *qt, uint8_t *o
             out[i * stride + j] = clamp255(o[j * 8 + i]);
 }
 
+typedef struct {
+    const int16_t *coef;
+    const int32_t *qt;
+    uint8_t *out;
+    Py_ssize_t bw;
+} IdctJob;
+
 MULTIVERSION
-static void idct_plane_impl(const int16_t *coef, const int32_t *qt, uint8_t *out, Py_ssize_t bh, Py_ssize_t bw)
+static void idct_rows(void *ctx, Py_ssize_t by0, Py_ssize_t by1)
 {
-    Py_ssize_t by, bx, stride = bw * 8;
-    for (by = 0; by < bh; ++by)
-        for (bx = 0; bx < bw; ++bx)
-            idct_block(coef + (by * bw + bx) * 64, qt, out + by * 8 * stride + bx * 8, stride);
+    const IdctJob *j = (const IdctJob *)ctx;
+    Py_ssize_t by, bx, stride = j->bw * 8;
+    for (by = by0; by < by1; ++by)
+        for (bx = 0; bx < j->bw; ++bx)
+            idct_block(j->coef + (by * j->bw + bx) * 64, j->qt, j->out + by * 8 * stride + bx * 8, stride);
 }
 
 static int need(Py_buffer *b, Py_ssize_t bytes, const char *what)
@@ -152,7 +225,8 @@ static PyObject *py_idct_plane(PyObject *self, PyObject *args)
     if (bh >= 0 && bw >= 0 && need(&coef, bh * bw * 128, "coef") && need(&qt, 256, "qt") &&
         need(&out, bh * bw * 64, "out")) {
         Py_BEGIN_ALLOW_THREADS
-        idct_plane_impl((const int16_t *)coef.buf, (const int32_t *)qt.buf, (uint8_t *)out.buf, bh, bw);
+        IdctJob job = {(const int16_t *)coef.buf, (const int32_t *)qt.buf, (uint8_t *)out.buf, bw};
+        run_parallel(idct_rows, &job, bh, 2048 / (bw + 1) + 1);
         Py_END_ALLOW_THREADS
         Py_INCREF(Py_None);
         ret = Py_None;
@@ -231,25 +305,30 @@ static const uint8_t *resample_row(Resample *r, const uint8_t *near, const uint8
     return out;
 }
 
-/* the up-sampled row for the next output row, advancing stb's per-component state */
-static const uint8_t *next_row(Resample *r)
+/* advance stb's per-component state by one output row */
+static inline void resample_step(Resample *r)
 {
-    int y_bot = r->ystep >= (r->vs >> 1);
-    const uint8_t *l0 = r->data + r->line0 * r->stride, *l1 = r->data + r->line1 * r->stride;
-    const uint8_t *row = resample_row(r, y_bot ? l1 : l0, y_bot ? l0 : l1);
     if (++r->ystep >= r->vs) {
         r->ystep = 0;
         r->line0 = r->line1;
         if (++r->ypos < r->comp_h)
             r->line1 += 1;
     }
+}
+
+/* the up-sampled row for the next output row */
+static const uint8_t *next_row(Resample *r)
+{
+    int y_bot = r->ystep >= (r->vs >> 1);
+    const uint8_t *l0 = r->data + r->line0 * r->stride, *l1 = r->data + r->line1 * r->stride;
+    const uint8_t *row = resample_row(r, y_bot ? l1 : l0, y_bot ? l0 : l1);
+    resample_step(r);
     return row;
 }
 
 #define FLOAT2FIXED(x) (((int)((x) * 4096.0f + 0.5f)) << 8)
 
-MULTIVERSION
-static void ycbcr_row(uint8_t *out, const uint8_t *y, const uint8_t *pcb, const uint8_t *pcr, Py_ssize_t n)
+static inline void ycbcr_row(uint8_t *out, const uint8_t *y, const uint8_t *pcb, const uint8_t *pcr, Py_ssize_t n)
 {
     Py_ssize_t i;
     for (i = 0; i < n; ++i) {
@@ -264,17 +343,64 @@ static void ycbcr_row(uint8_t *out, const uint8_t *y, const uint8_t *pcb, const 
     }
 }
 
+typedef struct {
+    Resample rs[3];               /* the state before the first output row */
+    int n, mode, failed;
+    uint8_t *out;
+    Py_ssize_t width;
+} UpsampleJob;
+
+MULTIVERSION
+static void upsample_rows(void *ctx, Py_ssize_t j0, Py_ssize_t j1)
+{
+    UpsampleJob *job = (UpsampleJob *)ctx;
+    Resample rs[3];
+    Py_ssize_t j, i, width = job->width, per = 0;
+    int k, n = job->n;
+    uint8_t *bufs, *p, *o = job->out + j0 * width * 3;
+    memcpy(rs, job->rs, sizeof rs);
+    for (k = 0; k < n; ++k)
+        per += rs[k].hs * rs[k].w_lores + 2;
+    if (!(bufs = (uint8_t *)malloc((size_t)per))) {
+        job->failed = 1;
+        return;
+    }
+    for (k = 0, p = bufs; k < n; ++k) {
+        rs[k].buf = p;
+        p += rs[k].hs * rs[k].w_lores + 2;
+        for (j = 0; j < j0; ++j)                  /* this part's starting state */
+            resample_step(&rs[k]);
+    }
+    for (j = j0; j < j1; ++j, o += width * 3) {
+        const uint8_t *c[3];
+        for (k = 0; k < n; ++k)
+            c[k] = next_row(&rs[k]);
+        if (job->mode == 1) {
+            ycbcr_row(o, c[0], c[1], c[2], width);
+        } else if (job->mode == 2) {
+            for (i = 0; i < width; ++i) {
+                o[3 * i] = c[0][i];
+                o[3 * i + 1] = c[1][i];
+                o[3 * i + 2] = c[2][i];
+            }
+        } else {
+            for (i = 0; i < width; ++i)
+                o[3 * i] = o[3 * i + 1] = o[3 * i + 2] = c[0][i];
+        }
+    }
+    free(bufs);
+}
+
 /* upsample_rgb(out uint8 (height, width, 3), width, height, mode, planes)
  * mode 0: one component, grey -> R=G=B; 1: three components YCbCr -> RGB; 2: three components taken as RGB.
  * planes: tuple of (data uint8, comp_h, stride, hs, vs), one per component. */
 static PyObject *py_upsample_rgb(PyObject *self, PyObject *args)
 {
     Py_buffer out, views[3];
-    Resample rs[3];
-    Py_ssize_t width, height, j, i;
+    UpsampleJob job;
+    Py_ssize_t width, height;
     int mode, n, k, nviews = 0, ok = 1;
     PyObject *planes, *ret = NULL;
-    uint8_t *bufs = NULL;
     if (!PyArg_ParseTuple(args, "w*nniO!", &out, &width, &height, &mode, &PyTuple_Type, &planes))
         return NULL;
     n = (int)PyTuple_GET_SIZE(planes);
@@ -283,8 +409,9 @@ static PyObject *py_upsample_rgb(PyObject *self, PyObject *args)
         ok = 0;
     }
     ok = ok && need(&out, width * height * 3, "out");
+    memset(&job, 0, sizeof job);
     for (k = 0; ok && k < n; ++k) {
-        Resample *r = &rs[k];
+        Resample *r = &job.rs[k];
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(planes, k), "y*nnii", &views[k], &r->comp_h, &r->stride, &r->hs,
                               &r->vs)) {
             ok = 0;
@@ -308,46 +435,20 @@ static PyObject *py_upsample_rgb(PyObject *self, PyObject *args)
         r->ypos = r->line0 = r->line1 = 0;
     }
     if (ok) {
-        Py_ssize_t per = 0;
-        for (k = 0; k < n; ++k)
-            per += rs[k].hs * rs[k].w_lores + 2;
-        bufs = (uint8_t *)malloc((size_t)per);
-        if (!bufs) {
-            PyErr_NoMemory();
-            ok = 0;
-        } else {
-            uint8_t *p = bufs;
-            for (k = 0; k < n; ++k) {
-                rs[k].buf = p;
-                p += rs[k].hs * rs[k].w_lores + 2;
-            }
-        }
-    }
-    if (ok) {
-        uint8_t *o = (uint8_t *)out.buf;
+        job.n = n;
+        job.mode = mode;
+        job.out = (uint8_t *)out.buf;
+        job.width = width;
         Py_BEGIN_ALLOW_THREADS
-        for (j = 0; j < height; ++j, o += width * 3) {
-            const uint8_t *c[3];
-            for (k = 0; k < n; ++k)
-                c[k] = next_row(&rs[k]);
-            if (mode == 1) {
-                ycbcr_row(o, c[0], c[1], c[2], width);
-            } else if (mode == 2) {
-                for (i = 0; i < width; ++i) {
-                    o[3 * i] = c[0][i];
-                    o[3 * i + 1] = c[1][i];
-                    o[3 * i + 2] = c[2][i];
-                }
-            } else {
-                for (i = 0; i < width; ++i)
-                    o[3 * i] = o[3 * i + 1] = o[3 * i + 2] = c[0][i];
-            }
-        }
+        run_parallel(upsample_rows, &job, height, 65536 / width + 1);
         Py_END_ALLOW_THREADS
-        Py_INCREF(Py_None);
-        ret = Py_None;
+        if (job.failed) {
+            PyErr_NoMemory();
+        } else {
+            Py_INCREF(Py_None);
+            ret = Py_None;
+        }
     }
-    free(bufs);
     for (k = 0; k < nviews; ++k)
         PyBuffer_Release(&views[k]);
     PyBuffer_Release(&out);
@@ -357,112 +458,137 @@ static PyObject *py_upsample_rgb(PyObject *self, PyObject *args)
 /* ---------------------------------------------------------------------------------------------------------- */
 /* Darknet's resize_image on (float)(u8 / 255.) pixels                                                        */
 
+typedef struct {
+    const uint8_t *src;
+    Py_ssize_t ih, iw, h, w;
+    int ch[3];                    /* source channel of output channel k (BGR input: reversed) */
+    const float *lut;
+    float *out;
+    const int32_t *ix;            /* horizontal taps: ix[c], dx[c] */
+    const float *dx;
+    float h_scale;
+    int failed;
+} ResizeJob;
+
 /* one row of resize_image's horizontal pass, channels interleaved: part[c*3+k] */
-static void resize_hrow(const uint8_t *src, Py_ssize_t iw, int bgr, const float *lut, const int32_t *ix,
-                        const float *dx, Py_ssize_t w, float *part)
+static inline void resize_hrow(const ResizeJob *j, const uint8_t *src, float *part)
 {
-    Py_ssize_t c;
+    Py_ssize_t c, w = j->w, iw = j->iw;
+    const float *lut = j->lut;
     int k;
-    for (c = 0; c < w; ++c) {
-        for (k = 0; k < 3; ++k) {
-            int sk = bgr ? 2 - k : k;
-            float val;
-            if (c == w - 1 || iw == 1) {
-                val = lut[src[(iw - 1) * 3 + sk]];
-            } else {
-                Py_ssize_t i0 = ix[c], i1 = i0 + 1 < iw ? i0 + 1 : iw - 1;
-                float a = (1.0f - dx[c]) * lut[src[i0 * 3 + sk]];
-                float b = dx[c] * lut[src[i1 * 3 + sk]];
-                val = a + b;
-            }
-            part[c * 3 + k] = val;
+    for (k = 0; k < 3; ++k) {
+        int sk = j->ch[k];
+        for (c = 0; c < w - 1; ++c) {
+            Py_ssize_t i0 = j->ix[c], i1 = i0 + 1 < iw ? i0 + 1 : iw - 1;
+            float a = (1.0f - j->dx[c]) * lut[src[i0 * 3 + sk]];
+            float b = j->dx[c] * lut[src[i1 * 3 + sk]];
+            part[c * 3 + k] = a + b;
         }
+        part[(w - 1) * 3 + k] = lut[src[(iw - 1) * 3 + sk]];   /* the last column copies the edge */
     }
 }
 
 MULTIVERSION
-static void resize_impl(const uint8_t *src, Py_ssize_t ih, Py_ssize_t iw, int bgr, const float *lut, float *out,
-                        Py_ssize_t h, Py_ssize_t w, int32_t *ix, float *dx, float *rows)
+static void resize_rows(void *ctx, Py_ssize_t r0, Py_ssize_t r1)
 {
-    float w_scale = w > 1 ? (float)(iw - 1) / (float)(w - 1) : 0.0f;
-    float h_scale = h > 1 ? (float)(ih - 1) / (float)(h - 1) : 0.0f;
-    Py_ssize_t c, r, tag[2] = {-1, -1};
-    float *slot[2] = {rows, rows + w * 3};
+    ResizeJob *j = (ResizeJob *)ctx;
+    Py_ssize_t c, r, h = j->h, w = j->w, ih = j->ih, tag[2] = {-1, -1};
+    float *rows = (float *)malloc((size_t)w * 6 * sizeof(float)), *slot[2];
     int next = 0;
-    for (c = 0; c < w; ++c) {
-        float sx = (float)c * w_scale;
-        ix[c] = (int32_t)sx;
-        dx[c] = sx - (float)ix[c];
+    if (!rows) {
+        j->failed = 1;
+        return;
     }
-    for (r = 0; r < h; ++r) {
-        float sy = (float)r * h_scale;
+    slot[0] = rows;
+    slot[1] = rows + w * 3;
+    for (r = r0; r < r1; ++r) {
+        float sy = (float)r * j->h_scale;
         Py_ssize_t iy = (Py_ssize_t)sy, iy1 = iy + 1 < ih ? iy + 1 : ih - 1;
         float dy = sy - (float)iy, wy = 1.0f - dy;
-        int last = (r == h - 1 || ih == 1);
-        const float *p0 = NULL, *p1 = NULL;
+        int last = (r == h - 1 || ih == 1), q, k;
         Py_ssize_t want[2] = {iy, iy1};
-        int q, k;
+        const float *p[2] = {NULL, NULL};
         for (q = 0; q < (last ? 1 : 2); ++q) {
-            const float *p;
             if (tag[0] == want[q]) {
-                p = slot[0];
+                p[q] = slot[0];
             } else if (tag[1] == want[q]) {
-                p = slot[1];
-            } else {                              /* compute into the slot not holding the other wanted row */
-                int s = next;
-                if (q == 1 && tag[s] == want[0])
-                    s ^= 1;
-                resize_hrow(src + want[q] * iw * 3, iw, bgr, lut, ix, dx, w, slot[s]);
-                tag[s] = want[q];
-                next = s ^ 1;
-                p = slot[s];
+                p[q] = slot[1];
+            } else {                              /* into the slot not holding the other wanted row */
+                int sl = next;
+                if (q == 1 && tag[sl] == want[0])
+                    sl ^= 1;
+                resize_hrow(j, j->src + want[q] * j->iw * 3, slot[sl]);
+                tag[sl] = want[q];
+                next = sl ^ 1;
+                p[q] = slot[sl];
             }
-            if (q == 0)
-                p0 = p;
-            else
-                p1 = p;
         }
         for (k = 0; k < 3; ++k) {
-            float *o = out + (k * h + r) * w;
+            float *o = j->out + (k * h + r) * w;
+            const float *p0 = p[0] + k, *p1 = p[1] + k;
             if (last) {
                 for (c = 0; c < w; ++c)
-                    o[c] = wy * p0[c * 3 + k];
+                    o[c] = wy * p0[c * 3];
             } else {
                 for (c = 0; c < w; ++c) {
-                    float v = wy * p0[c * 3 + k];
-                    float t = dy * p1[c * 3 + k];
+                    float v = wy * p0[c * 3];
+                    float t = dy * p1[c * 3];
                     o[c] = v + t;
                 }
             }
         }
     }
+    free(rows);
 }
 
 /* resize_chw(src uint8 (ih, iw, 3), ih, iw, bgr, lut float32 (256,), out float32 (3, h, w), h, w) */
 static PyObject *py_resize_chw(PyObject *self, PyObject *args)
 {
     Py_buffer src, lut, out;
-    Py_ssize_t ih, iw, h, w;
-    int bgr;
+    Py_ssize_t ih, iw, h, w, c;
+    int bgr, k;
     PyObject *ret = NULL;
     if (!PyArg_ParseTuple(args, "y*nnpy*w*nn", &src, &ih, &iw, &bgr, &lut, &out, &h, &w))
         return NULL;
     if (ih < 1 || iw < 1 || h < 1 || w < 1) {
         PyErr_SetString(PyExc_ValueError, "resize_chw: empty image");
     } else if (need(&src, ih * iw * 3, "src") && need(&lut, 256 * 4, "lut") && need(&out, 3 * h * w * 4, "out")) {
-        void *mem = malloc((size_t)w * (sizeof(int32_t) + sizeof(float) + 6 * sizeof(float)));
+        void *mem = malloc((size_t)w * (sizeof(int32_t) + sizeof(float)));
         if (!mem) {
             PyErr_NoMemory();
         } else {
+            ResizeJob job;
             int32_t *ix = (int32_t *)mem;
-            float *dx = (float *)(ix + w), *rows = dx + w;
+            float *dx = (float *)(ix + w);
+            float w_scale = w > 1 ? (float)(iw - 1) / (float)(w - 1) : 0.0f;
+            for (c = 0; c < w; ++c) {             /* Darknet: float sx = c*w_scale; int ix = (int)sx; dx = sx-ix */
+                float sx = (float)c * w_scale;
+                ix[c] = (int32_t)sx;
+                dx[c] = sx - (float)ix[c];
+            }
+            job.src = (const uint8_t *)src.buf;
+            job.ih = ih;
+            job.iw = iw;
+            job.h = h;
+            job.w = w;
+            for (k = 0; k < 3; ++k)
+                job.ch[k] = bgr ? 2 - k : k;
+            job.lut = (const float *)lut.buf;
+            job.out = (float *)out.buf;
+            job.ix = ix;
+            job.dx = dx;
+            job.h_scale = h > 1 ? (float)(ih - 1) / (float)(h - 1) : 0.0f;
+            job.failed = 0;
             Py_BEGIN_ALLOW_THREADS
-            resize_impl((const uint8_t *)src.buf, ih, iw, bgr, (const float *)lut.buf, (float *)out.buf, h, w, ix,
-                        dx, rows);
+            run_parallel(resize_rows, &job, h, 32);
             Py_END_ALLOW_THREADS
             free(mem);
-            Py_INCREF(Py_None);
-            ret = Py_None;
+            if (job.failed) {
+                PyErr_NoMemory();
+            } else {
+                Py_INCREF(Py_None);
+                ret = Py_None;
+            }
         }
     }
     PyBuffer_Release(&src);
@@ -541,6 +667,21 @@ typedef struct {
 /* at least 57 bits in the buffer; past a marker or the end of the data, zeros (as libjpeg and stb do) */
 static inline void bits_fill(Bits *b)
 {
+    if (!b->marker && b->pos + 8 <= b->len) {    /* fast path: the next bytes hold no 0xFF */
+        int nbytes = (63 - b->nbits) >> 3;
+        uint64_t w, x, t;
+        memcpy(&w, b->data + b->pos, 8);
+        x = ~w;                                   /* a 0xFF byte is a zero byte of x */
+        t = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+        if (nbytes > 0 && !(t & ((1ULL << (nbytes * 8)) - 1))) {
+            uint64_t be = __builtin_bswap64(w) >> (64 - nbytes * 8);
+            b->acc |= be << (64 - b->nbits - nbytes * 8);
+            b->nbits += nbytes * 8;
+            b->pos += nbytes;
+            if (b->nbits > 56)
+                return;
+        }
+    }
     while (b->nbits <= 56) {
         unsigned v = 0;
         if (!b->marker && b->pos < b->len) {
@@ -771,6 +912,7 @@ static PyMethodDef methods[] = {
     {"idct_plane", py_idct_plane, METH_VARARGS, "stb_image's dequantisation + IDCT of a whole plane."},
     {"upsample_rgb", py_upsample_rgb, METH_VARARGS, "stb_image's up-sampling and colour conversion."},
     {"decode_scan", py_decode_scan, METH_VARARGS, "Entropy-decode one Huffman-coded sequential scan."},
+    {"set_threads", py_set_threads, METH_VARARGS, "Threads for the kernels (1..16); returns the previous number."},
     {"resize_chw", py_resize_chw, METH_VARARGS, "Darknet's to-float + resize_image, uint8 HWC -> float32 CHW."},
     {NULL, NULL, 0, NULL},
 };

@@ -158,17 +158,10 @@ class ImageResult:
 
 
 def _detection_dicts(records, names) -> list:
-    out = []
-    for r in records:
-        j = r["class_id"]
-        out.append({
-            "class_id": j,
-            "name": names[j] if j < len(names) else str(j),
-            "confidence": float(r["prob"]),
-            "bbox": [float(r["left"]), float(r["top"]), float(r["width"]), float(r["height"])],
-            "relative": [float(v) for v in r["box"]],
-        })
-    return out
+    n = len(names)
+    return [{"class_id": r["class_id"], "name": names[r["class_id"]] if r["class_id"] < n else str(r["class_id"]),
+             "confidence": r["prob"], "bbox": [r["left"], r["top"], r["width"], r["height"]],
+             "relative": list(r["box"])} for r in records]
 
 
 # ---------------------------------------------------------------------------------------------------------------

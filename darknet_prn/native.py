@@ -3,7 +3,8 @@
 They compute the same bits as the numpy code they replace (stb_image's IDCT, up-sampling and colour conversion;
 Darknet's to-float + resize), several times faster. When the extension is missing (no C compiler at install
 time) the numpy code runs. ``DARKNET_PRN_NATIVE=0`` in the environment, or :func:`use_native(False) <use_native>`,
-switches them off (tests compare both paths).
+switches them off (tests compare both paths). The kernels split their work over :func:`set_threads` threads
+(default: the CPU count, at most 4; the split never changes a result).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def _load():
             _module = _native
         except ImportError:
             _module = None
+        else:
+            _native.set_threads(min(4, os.cpu_count() or 1))
     return _module
 
 
@@ -41,3 +44,9 @@ def use_native(flag: bool) -> bool:
     global _enabled
     prev, _enabled = _enabled, bool(flag)
     return prev
+
+
+def set_threads(n: int) -> int:
+    """Threads the C kernels split an image over (1..16); returns the previous number (1 without the kernels)."""
+    mod = _load()
+    return mod.set_threads(int(n)) if mod is not None else 1

@@ -408,8 +408,9 @@ def _c_round(v: np.ndarray) -> np.ndarray:
 
 def darknet_order(dets: Detections, im_w: int, im_h: int, thresh: float = 0.25, names=None) -> list:
     """``draw_detections_v3``'s output order: a list of dicts, one per printed line, with ``det`` (index into
-    ``dets``), ``class_id``, ``prob`` (float32), ``box`` (x, y, w, h float32), ``left``/``top``/``width``/
-    ``height`` (float32 pixels, unrounded) and ``pixels`` (the rounded ints Darknet prints)."""
+    ``dets``), ``class_id``, ``prob``, ``box`` (x, y, w, h), ``left``/``top``/``width``/``height`` (pixels,
+    unrounded) -- Python floats holding the float32 values Darknet computes -- and ``pixels`` (the rounded ints
+    Darknet prints, as floats)."""
     n = len(dets)
     if n == 0:
         return []
@@ -428,18 +429,25 @@ def darknet_order(dets: Detections, im_w: int, im_h: int, thresh: float = 0.25, 
     b = dets.boxes
     lefts = b[selected, 0] - b[selected, 2] / F32(2)
     selected = selected[np.argsort(lefts, kind="stable")]
+    # float32 arithmetic on whole columns (each element rounds exactly as the scalar C code), then Python floats
+    bs = np.asarray(b[selected], dtype=np.float32)
+    x, y, w, h = bs.T
+    px = np.stack([(x - w / F32(2)) * F32(im_w), (y - h / F32(2)) * F32(im_h), w * F32(im_w), h * F32(im_h)], 1)
+    rounded = _c_round(px).tolist()
+    above = probs[selected] > thr
+    best_sel = best[selected].tolist()
+    extra = [[] for _ in range(len(selected))]
+    for r, j in zip(*(a.tolist() for a in np.nonzero(above))):
+        if j != best_sel[r]:
+            extra[r].append(j)
+    sel_probs = probs[selected].astype(np.float32)
     records = []
-    for i in selected:
-        x, y, w, h = (F32(v) for v in b[i])
-        left = (x - w / F32(2)) * F32(im_w)
-        top = (y - h / F32(2)) * F32(im_h)
-        width = w * F32(im_w)
-        height = h * F32(im_h)
-        pix = tuple(float(v) for v in _c_round(np.array([left, top, width, height], dtype=np.float32)))
-        cls = [int(best[i])] + [int(j) for j in np.nonzero(probs[i] > thr)[0] if j != best[i]]
-        for j in cls:
-            records.append(dict(det=int(i), class_id=j, prob=F32(probs[i, j]), box=(x, y, w, h),
-                                left=left, top=top, width=width, height=height, pixels=pix))
+    for r, (i, box, (left, top, width, height), pix) in enumerate(zip(selected.tolist(), bs.tolist(), px.tolist(),
+                                                                     rounded)):
+        box, pix, row = tuple(box), tuple(pix), sel_probs[r]
+        for j in [best_sel[r]] + extra[r]:
+            records.append(dict(det=i, class_id=j, prob=float(row[j]), box=box, left=left, top=top, width=width,
+                                height=height, pixels=pix))
     return records
 
 

@@ -30,15 +30,19 @@ STB_SHA256 = {
 NEEDS_JPEGLIB = "stb-exact JPEG decoding needs the `jpeglib` package (a dependency of darknet-prn)"
 
 
-@pytest.fixture(autouse=True, params=["native", "numpy"])
+@pytest.fixture(autouse=True, params=["native", "native-3-threads", "numpy"])
 def kernels(request):
-    """Every test here runs twice: with the C kernels (darknet_prn._native) and with their numpy twins."""
-    if request.param == "native" and not native.available():
+    """Every test here runs with the C kernels (darknet_prn._native) on one and on three threads, and with their
+    numpy twins."""
+    use = request.param.startswith("native")
+    if use and not native.available():
         if os.environ.get("DARKNET_PRN_REQUIRE_NATIVE") == "1":
             pytest.fail("darknet_prn._native was not built (DARKNET_PRN_REQUIRE_NATIVE=1)")
         pytest.skip("darknet_prn._native not built (no C compiler at install time)")
-    prev = native.use_native(request.param == "native")
+    prev = native.use_native(use)
+    prev_threads = native.set_threads(3 if request.param == "native-3-threads" else 1)
     yield request.param
+    native.set_threads(prev_threads)
     native.use_native(prev)
 
 
