@@ -134,7 +134,7 @@ def decode_jpeg_stb(path, data: bytes | None = None):
         jl = _jpeglib()
         if jl is None:
             return None
-        planes = _read_coefficients(jl, path, comps, width, height, hmax, vmax)
+        planes = _read_coefficients(jl, path, comps)
     if planes is None:
         return None
     try:
@@ -267,36 +267,13 @@ def _sequential_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
     return [planes[c[0]] for c in comps]
 
 
-def _read_coefficients(jl, path, comps, width, height, hmax, vmax):
-    """The quantised DCT coefficients of every component as ``(blocks_h, blocks_w, 8, 8)`` int16 arrays.
+def _read_coefficients(jl, path, comps):
+    """The quantised DCT coefficients of every component as ``(blocks_h, blocks_w, 8, 8)`` int16 arrays, read by
+    libjpeg through ``jpeglib.read_dct``; ``None`` on any libjpeg error.
 
-    One libjpeg pass straight into numpy buffers (``jpeglib``'s C entry point ``read_jpeg_dct``); the buffer sizes
-    are libjpeg's ``height_in_blocks``/``width_in_blocks``, computed from the frame header parsed above (the file
-    has exactly one). Falls back to ``jpeglib.read_dct`` (which parses the file twice and copies it through a
-    temporary file) when that entry point is not there. ``None`` on any libjpeg error."""
-    dims = [(-(-height * v // (vmax * 8)), -(-width * h // (hmax * 8))) for (_, h, v, _) in comps]
+    Only ``read_dct``: ``jpeglib``'s faster C entry point ``read_jpeg_dct`` (straight into caller-sized buffers)
+    crashes the process on files libjpeg rejects (a fuzzed header was enough), while ``read_dct`` raises."""
     try:
-        import ctypes
-        from jpeglib._bind import CJpegLib
-        fn = CJpegLib.get().read_jpeg_dct
-    except Exception:  # pragma: no cover - other jpeglib versions
-        fn = None
-    if fn is not None:
-        bufs = [np.empty((bh, bw, 8, 8), np.int16) for bh, bw in dims]
-        ptr = ctypes.POINTER(ctypes.c_short)
-        args = [b.ctypes.data_as(ptr) for b in bufs] + [None] * (4 - len(bufs))
-        if len(bufs) == 1:
-            args = [args[0], None, None, None]
-        qt = ((ctypes.c_ushort * 64) * 4)()
-        qt_no = (ctypes.c_short * 4)()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ok = fn(ctypes.c_char_p(os.fsencode(path)), *args, qt, qt_no)
-        except Exception:
-            return None
-        return bufs if ok else None
-    try:  # pragma: no cover - other jpeglib versions
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             d = jl.read_dct(os.fspath(path))

@@ -76,6 +76,84 @@ def test_small_jpegs_all_samplings_progressive_gray_restart_match_stb():
         assert np.array_equal(got, expected[key]), key
 
 
+SCAN_DIR = ROOT / "tests" / "data" / "jpeg"
+SCAN_FILES = sorted(p.name for p in SCAN_DIR.glob("*.jpg"))
+
+
+@pytest.mark.parametrize("name", SCAN_FILES)
+def test_scan_layouts_entropy_decode_like_libjpeg(name, kernels):
+    """Non-interleaved and mixed scans, per-scan Huffman tables, restart intervals, 4:2:0 / 4:1:1 / grey,
+    progressive: the quantised coefficients are libjpeg's, and the pixels are the same through every path."""
+    import jpeglib
+    path = SCAN_DIR / name
+    data = path.read_bytes()
+    hdr = stbjpeg.parse_header(data)
+    comps = hdr["comps"]
+    hmax, vmax = max(c[1] for c in comps), max(c[2] for c in comps)
+    ref = stbjpeg._read_coefficients(jpeglib, path, comps)
+    assert ref is not None
+    if hdr["sof"] in (0xC0, 0xC1) and kernels.startswith("native"):
+        got = stbjpeg._sequential_coefficients(data, hdr, hmax, vmax)
+        assert got is not None
+        for g, r in zip(got, ref):
+            assert g.shape[0] >= r.shape[0] and g.shape[1] >= r.shape[1]
+            assert np.array_equal(g[:r.shape[0], :r.shape[1]], r)
+    rgb = pre.read_image(path)
+    assert rgb.shape == (hdr["height"], hdr["width"], 3)
+    prev = native.use_native(False)
+    try:
+        assert np.array_equal(rgb, pre.read_image(path))
+    finally:
+        native.use_native(prev)
+
+
+FUZZ = r"""
+import sys, warnings
+import numpy as np
+from pathlib import Path
+from darknet_prn import preprocess as pre
+from darknet_prn.errors import DarknetError
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(int(sys.argv[1]))
+files = [Path(p).read_bytes() for p in sys.argv[3:]]
+out = Path(sys.argv[2])
+counts = dict(decoded=0, error=0)
+for it in range(150):
+    d = bytearray(files[it % len(files)])
+    kind = it % 3
+    if kind == 0:
+        for _ in range(rng.integers(1, 20)):
+            d[rng.integers(0, len(d))] = rng.integers(0, 256)
+    elif kind == 1:
+        d = d[:rng.integers(1, len(d))]
+    else:
+        i = rng.integers(0, len(d))
+        d[i:i + rng.integers(1, 50)] = rng.integers(0, 256, rng.integers(0, 60)).astype(np.uint8).tobytes()
+    out.write_bytes(bytes(d))
+    try:
+        img = pre.read_image(out)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        counts["decoded"] += 1
+    except DarknetError:
+        counts["error"] += 1
+print(counts)
+"""
+
+
+def test_corrupt_jpegs_never_crash(tmp_path, kernels):
+    """Fuzzed JPEGs (bytes changed, truncated, spliced) decode or raise DarknetError; the process never dies (the C
+    kernels and libjpeg both see them). In a child process, so that a crash fails this test, not the run."""
+    import subprocess
+    import sys
+    files = [str(SCAN_DIR / n) for n in ("optimized_rst.jpg", "noninterleaved_rst.jpg", "s420_rst.jpg",
+                                         "prog420_rst.jpg", "gray_rst.jpg")]
+    env = dict(os.environ, DARKNET_PRN_NATIVE="0" if kernels == "numpy" else "1")
+    r = subprocess.run([sys.executable, "-c", FUZZ, "7", str(tmp_path / "fuzz.jpg"), *files], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "'decoded'" in r.stdout
+
+
 def test_opencv_fallback_is_close_to_stb():
     """What users without jpeglib get (and what non-JPEG formats use): OpenCV, within a few LSB of stb."""
     import cv2
