@@ -79,7 +79,11 @@ def mkldnn_ok() -> bool:
 
 
 def fingerprint(net):
-    """Identity + version of every tensor the plan was built from (changes on any in-place write)."""
+    """Identity + version of every tensor the plan was built from (changes on any in-place write): the arena's
+    version while every array is still its view (one counter for all), else each tensor's."""
+    arena = getattr(net, "_arena", None)
+    if arena is not None and arena.valid():
+        return arena.fingerprint()
     return tuple((t.data_ptr(), t._version) for t in _tensors(net))
 
 

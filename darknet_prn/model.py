@@ -28,6 +28,7 @@ class Darknet(nn.Module):
                 m.share = (self.layers[l.p["share_index"]],)    # a tuple: not registered twice
         self.output_layers = graph.output_layers
         self._needed, self._free_after = graph.liveness()     # free intermediate outputs early
+        self._arena = wio.Arena(self)      # the .weights arrays as views of one tensor in file order
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod

@@ -86,17 +86,118 @@ def _open(path):
 _DIRECT = sys.byteorder == "little"
 
 
-def _read_array(f, tensor, spec, count: int, transpose_header: bool) -> None:
-    """Reads ``count`` floats of ``spec`` from ``f`` into ``tensor``: straight into the tensor's memory when
-    it is a contiguous little-endian CPU float32 array stored untransposed, else through numpy."""
+class Arena:
+    """Every ``.weights`` array of a model as a view into one flat float32 CPU tensor, in file order.
+
+    Built when the model is; the modules' parameters and buffers *are* these views (``nn.Parameter`` over a slice
+    of the arena), so a ``.weights`` file whose arrays are all stored untransposed is read with one ``preadv``
+    straight into the arena, and a change to any array shows as one version-counter bump of the arena.
+    :meth:`valid` says whether that still holds: moving or casting the model (``.to``, ``.half``), assigning
+    ``param.data`` or replacing a parameter breaks it, and then every reader falls back to the per-array paths.
+    """
+
+    def __init__(self, model):
+        import torch
+        import torch.nn as nn
+
+        total = sum(spec.size for layer in model.graph.layers for spec in layer.arrays)
+        self.flat = torch.empty(total, dtype=torch.float32)
+        self.entries = []                # (owning dict, attribute, tensor, offset in floats, spec)
+        off = 0
+        with torch.no_grad():
+            for layer in model.graph.layers:
+                module = model.layers[layer.index]
+                for spec in layer.arrays:
+                    name = attr_name(spec.name)
+                    old = getattr(module, name)
+                    view = self.flat[off:off + spec.size].view(spec.shape)
+                    view.copy_(old)
+                    if name in module._parameters:
+                        new = nn.Parameter(view, requires_grad=old.requires_grad)
+                        module._parameters[name] = new
+                        self.entries.append((module._parameters, name, new, off, spec))
+                    else:
+                        module._buffers[name] = view
+                        self.entries.append((module._buffers, name, view, off, spec))
+                    off += spec.size
+        # arrays the file may hold transposed (conv ``flipped``, connected weights with a transposing header)
+        self.maybe_transposed = [e for e in self.entries if e[4].transpose]
+
+    def valid(self) -> bool:
+        """Whether every array is still its arena view (same tensor object at the same address)."""
+        base = self.flat.data_ptr()
+        for owner, name, tensor, off, _ in self.entries:
+            if owner.get(name) is not tensor or tensor.data_ptr() != base + 4 * off:
+                return False
+        return True
+
+    def fingerprint(self):
+        """Changes whenever any array is written in place (the views share the arena's version counter)."""
+        return ("arena", self.flat.data_ptr(), self.flat._version)
+
+    def read(self, fd: int, offset: int, transpose_header: bool) -> None:
+        """The whole payload (``flat.numel()`` floats at ``offset``) straight into the arena; arrays the file holds
+        transposed are then put in tensor layout in place."""
+        import torch
+
+        flat = self.flat.numpy()
+        _read_into(fd, [flat], offset)
+        for _, _, tensor, off, spec in self.maybe_transposed:
+            if _transposed(spec, transpose_header):
+                raw = flat[off:off + spec.size].copy()
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(_file_view(raw, spec, transpose_header))))
+
+
+def _direct_view(tensor, spec, count: int, transpose_header: bool):
+    """The tensor's memory as writable bytes when the file's floats can be read straight into it (a contiguous
+    little-endian CPU float32 tensor, stored untransposed, fully covered), else ``None``."""
     import torch
 
-    if _DIRECT and not _transposed(spec, transpose_header) and tensor.device.type == "cpu" and tensor.dtype == torch.float32 \
-            and tensor.is_contiguous():
-        buf = memoryview(tensor.detach().numpy().reshape(-1)[:count]).cast("B")
-        if f.readinto(buf) != 4 * count:
-            raise OSError("unexpected end of file")
-        return
+    if _DIRECT and count == spec.size and tensor.is_cpu and tensor.dtype is torch.float32 and \
+            tensor.is_contiguous() and not _transposed(spec, transpose_header):
+        return tensor.detach().numpy()           # shares the tensor's memory; a writable buffer for preadv
+    return None
+
+
+def _read_into(fd: int, views: list, offset: int) -> None:
+    """``views`` (consecutive in the file from ``offset``) filled with as few ``preadv`` calls as the OS allows."""
+    step = max(1, min(getattr(os, "IOV_MAX", 1024), 1024))
+    for i in range(0, len(views), step):
+        chunk = views[i:i + step]
+        want = sum(v.nbytes for v in chunk)
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, chunk, offset)
+        else:  # pragma: no cover - platforms without preadv
+            got = 0
+            for v in chunk:
+                os.lseek(fd, offset + got, os.SEEK_SET)
+                got += os.readv(fd, [v])
+        if got != want:
+            # a short read from a regular file means it shrank under us, or preadv stopped early: finish one by one
+            done, pos = 0, offset
+            for v in chunk:
+                n = v.nbytes
+                if done + n <= got:
+                    done += n
+                    pos += n
+                    continue
+                have = max(0, got - done)
+                while have < n:
+                    r = os.preadv(fd, [v[have:]], pos + have) if hasattr(os, "preadv") else 0
+                    if r <= 0:
+                        raise OSError("unexpected end of file")
+                    have += r
+                done += n
+                pos += n
+        offset += want
+
+
+def _read_array(f, offset: int, tensor, spec, count: int, transpose_header: bool) -> None:
+    """Reads ``count`` floats of ``spec`` at ``offset`` into ``tensor`` through numpy (transposed arrays, other
+    dtypes or devices, and a partially covered last array)."""
+    import torch
+
+    f.seek(offset)
     arr = np.fromfile(f, dtype="<f4", count=count)
     if arr.size != count:
         raise OSError("unexpected end of file")
@@ -110,7 +211,8 @@ def load_weights(model, path, partial: bool = False):
     """Loads ``path`` into ``model`` (a :class:`darknet_prn.model.Darknet`). Returns the Header.
 
     The file must hold exactly the floats the cfg needs; ``partial=True`` (Darknet's transfer-learning
-    use) loads what fits and warns instead."""
+    use) loads what fits and warns instead. Arrays that can be are read straight into the tensors' memory,
+    consecutive ones in one ``preadv`` call: one copy from the page cache, no intermediate buffer."""
     import torch
 
     path = os.fspath(path)
@@ -131,8 +233,17 @@ def load_weights(model, path, partial: bool = False):
             if not partial:
                 raise WeightsError(msg + "; pass partial=True / --partial to load what fits", path)
             warnings.warn(WarningLoad(f"{path}: {msg}; loaded what fits"), stacklevel=2)
-        f.seek(len(header.raw))
-        off = 0
+        fd = f.fileno()
+        arena = getattr(model, "_arena", None)
+        if _DIRECT and have == need and arena is not None and arena.valid():
+            try:
+                with torch.no_grad():
+                    arena.read(fd, len(header.raw), header.transpose)
+            except OSError as e:
+                raise WeightsError(f"cannot read weights: {e.strerror or e}", path) from None
+            return _loaded(model, header)
+        off = 0                                   # floats consumed
+        batch, batch_at = [], len(header.raw)     # direct views waiting for one preadv, and their file offset
         try:
             with torch.no_grad():
                 for layer in graph.layers:
@@ -143,12 +254,28 @@ def load_weights(model, path, partial: bool = False):
                         count = min(spec.size, have - off)
                         if count <= 0:
                             break
-                        _read_array(f, getattr(module, attr_name(spec.name)), spec, count, header.transpose)
+                        tensor = getattr(module, attr_name(spec.name))
+                        view = _direct_view(tensor, spec, count, header.transpose)
+                        if view is not None:
+                            if not batch:
+                                batch_at = len(header.raw) + 4 * off
+                            batch.append(view)
+                        else:
+                            if batch:
+                                _read_into(fd, batch, batch_at)
+                                batch = []
+                            _read_array(f, len(header.raw) + 4 * off, tensor, spec, count, header.transpose)
                         off += count
+                if batch:
+                    _read_into(fd, batch, batch_at)
         except OSError as e:
             raise WeightsError(f"cannot read weights: {e.strerror or e}", path) from None
+    return _loaded(model, header)
+
+
+def _loaded(model, header: Header) -> Header:
     model.weights_header = header
-    # readinto() writes tensor memory behind torch's version counters: drop any compiled inference plan
+    # direct reads write tensor memory behind torch's version counters: drop any compiled inference plan
     invalidate = getattr(model, "invalidate_fast_plan", None)
     if invalidate is not None:
         invalidate()

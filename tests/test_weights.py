@@ -49,8 +49,20 @@ def write_file(path, header, floats):
         f.write(np.asarray(floats, dtype="<f4").tobytes())
 
 
-def small():
-    return Darknet.from_cfg_text(SMALL, path="small.cfg")
+def small(arena=True):
+    """The SMALL net; ``arena=False`` replaces one parameter, so that loads take the per-array path."""
+    net = Darknet.from_cfg_text(SMALL, path="small.cfg")
+    assert net._arena.valid()
+    if not arena:
+        net.layers[3].biases = torch.nn.Parameter(torch.zeros(3))
+        assert not net._arena.valid()
+    return net
+
+
+@pytest.fixture(params=[True, False], ids=["arena", "per-array"])
+def arena(request):
+    """Loads through the one-read arena path and through the per-array path."""
+    return request.param
 
 
 def test_real_yolov3_tiny_roundtrip_sha256(real_tiny, tmp_path):
@@ -64,8 +76,8 @@ def test_real_yolov3_tiny_roundtrip_sha256(real_tiny, tmp_path):
 
 @pytest.mark.parametrize("header", [struct.pack("<iiiQ", 0, 2, 5, 1234), struct.pack("<iiiI", 0, 1, 0, 77),
                                     struct.pack("<iiiQ", 1, 0, 0, 5)])
-def test_header_versions_roundtrip(tmp_path, header):
-    net = small()
+def test_header_versions_roundtrip(tmp_path, header, arena):
+    net = small(arena)
     n = net.graph.weights_floats
     data = np.random.default_rng(0).standard_normal(n).astype("<f4")
     write_file(tmp_path / "a.weights", header, data)
@@ -74,8 +86,8 @@ def test_header_versions_roundtrip(tmp_path, header):
     assert (tmp_path / "b.weights").read_bytes() == (tmp_path / "a.weights").read_bytes()
 
 
-def test_file_order_and_transposes(tmp_path):
-    net = small()
+def test_file_order_and_transposes(tmp_path, arena):
+    net = small(arena)
     n = net.graph.weights_floats
     data = np.arange(n, dtype="<f4")
     # conv0: biases 4, scales 4, mean 4, var 4, weights 4*3*9; conv1 (flipped): biases 6, weights [K=4][n=6]
@@ -99,6 +111,33 @@ def test_file_order_and_transposes(tmp_path):
     assert L[2].weights[:2, 0].tolist() == [off + 5, off + 6]
     net.save_weights(tmp_path / "t2.weights")
     assert (tmp_path / "t2.weights").read_bytes() == (tmp_path / "t.weights").read_bytes()
+
+
+def test_arena_views_are_the_parameters(tmp_path):
+    """The arrays are views of one tensor in file order: one read fills them, a write to any of them bumps one
+    version counter, and a moved/cast or re-assigned model falls back to the per-array path."""
+    net = small()
+    arena = net._arena
+    n = net.graph.weights_floats
+    assert arena.flat.numel() == n
+    data = np.random.default_rng(3).standard_normal(n).astype("<f4")
+    write_file(tmp_path / "a.weights", struct.pack("<iiiQ", 0, 2, 5, 0), data)
+    net.load_weights(tmp_path / "a.weights")
+    ref = small(arena=False)
+    ref.load_weights(tmp_path / "a.weights")
+    for (k, a), (_, b) in zip(net.state_dict().items(), ref.state_dict().items()):
+        if k != "layers.3.biases":
+            assert torch.equal(a, b), k
+    assert torch.equal(net.layers[3].biases, ref.layers[3].biases)
+    v = arena.fingerprint()
+    with torch.no_grad():
+        net.layers[1].biases.add_(1)
+    assert arena.fingerprint() != v
+    net.double()
+    assert not arena.valid()
+    net.load_weights(tmp_path / "a.weights")
+    assert net.layers[0].weights.dtype == torch.float64
+    assert torch.equal(net.layers[0].weights.float(), ref.layers[0].weights)
 
 
 def test_too_short_names_counts_and_layer(tmp_path):
