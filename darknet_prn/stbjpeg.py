@@ -33,13 +33,10 @@ _ZIGZAG = np.array([0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 
                     59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63])
 
 
-def parse_header(data: bytes):
-    """Markers up to the first SOS: ``dict(width, height, sof, precision, comps=[(id, h, v, tq)], qt={tq: (64,)
-    natural order}, jfif, adobe_transform)`` or ``None`` when ``data`` is not a parsable JPEG."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    info = dict(jfif=False, adobe_transform=-1, qt={}, comps=None)
-    pos, n = 2, len(data)
+def _next_segment(data: bytes, pos: int):
+    """The marker segment at ``pos`` (fill bytes and stand-alone markers skipped): ``(marker, payload, position
+    after it)``; ``(0xD9, b"", ...)`` at EOI or the end of the data; ``None`` when the bytes are no marker."""
+    n = len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
             return None
@@ -51,11 +48,29 @@ def parse_header(data: bytes):
             pos += 2
             continue
         if m == 0xD9:
-            break
+            return m, b"", pos + 2
         seg_len = (data[pos + 2] << 8) | data[pos + 3]
         seg = data[pos + 4: pos + 2 + seg_len]
         if seg_len < 2 or len(seg) != seg_len - 2:
             return None
+        return m, seg, pos + 2 + seg_len
+    return 0xD9, b"", n
+
+
+def parse_header(data: bytes):
+    """Markers up to the first SOS: ``dict(width, height, sof, precision, comps=[(id, h, v, tq)], qt={tq: (64,)
+    natural order}, jfif, adobe_transform)`` or ``None`` when ``data`` is not a parsable JPEG."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    info = dict(jfif=False, adobe_transform=-1, qt={}, comps=None)
+    pos = 2
+    while True:
+        segment = _next_segment(data, pos)
+        if segment is None:
+            return None
+        m, seg, pos = segment
+        if m == 0xD9:
+            break
         if m == 0xDA:            # SOS: header complete
             info["sos"] = True
             break
@@ -89,7 +104,6 @@ def parse_header(data: bytes):
             info["jfif"] = True
         elif m == 0xEE and len(seg) >= 12 and seg[:6] == b"Adobe\0":
             info["adobe_transform"] = seg[11]
-        pos += 2 + seg_len
     if info["comps"] is None or "sos" not in info:
         return None
     return info
@@ -204,24 +218,14 @@ def _sequential_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
         return None                                   # two components with one id
     sampling = {c[0]: c for c in comps}
     tables, restart, done, sof_seen = {}, 0, set(), False
-    pos, n = 2, len(data)
-    while pos + 4 <= n and len(done) < len(comps):
-        if data[pos] != 0xFF:
+    pos = 2
+    while len(done) < len(comps):
+        segment = _next_segment(data, pos)
+        if segment is None:
             return None
-        m = data[pos + 1]
-        if m == 0xFF:
-            pos += 1
-            continue
-        if m in (0xD8, 0x01) or 0xD0 <= m <= 0xD7:
-            pos += 2
-            continue
+        m, seg, pos = segment
         if m == 0xD9:
             break
-        seg_len = (data[pos + 2] << 8) | data[pos + 3]
-        seg = data[pos + 4: pos + 2 + seg_len]
-        if seg_len < 2 or len(seg) != seg_len - 2:
-            return None
-        pos += 2 + seg_len
         if m in _SOF_ANY:
             if sof_seen:
                 return None
