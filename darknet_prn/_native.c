@@ -6,6 +6,9 @@
  *                   one output row at a time, as stb does it
  *  resize_chw       Darknet's to-float ((float)(u8/255.)) + resize_image (two-pass float32 bilinear) from uint8
  *                   HWC to float32 CHW
+ *  decode_scan      Huffman decoding of one JPEG scan (ITU T.81: sequential F.2, progressive G.1.2) into
+ *                   quantised coefficients -- the numpy twin of this one is libjpeg (through jpeglib)
+ *  set_threads      how many threads idct_plane / upsample_rgb / resize_chw split an image over
  *
  * The arithmetic is written out from the documented behaviour of those functions (spec, darknet-semantics.md
  * section 3.10, and the module docs of stbjpeg.py); integer code relies on two's-complement wrap-around
@@ -786,6 +789,134 @@ static inline int decode_block(Bits *b, const Huff *dc, const Huff *ac, int *pre
     return k > 64 ? -1 : 0;
 }
 
+/* progressive scans (T.81 G.1.2): the block accumulates over scans; no clearing here */
+
+static inline int get_bit(Bits *b)
+{
+    int v;
+    if (b->nbits < 1)
+        bits_fill(b);
+    v = (int)(b->acc >> 63);
+    bits_skip(b, 1);
+    return v;
+}
+
+static inline int get_bits(Bits *b, int n)
+{
+    int v;
+    if (n == 0)
+        return 0;
+    if (b->nbits < n)
+        bits_fill(b);
+    v = (int)(b->acc >> (64 - n));
+    bits_skip(b, n);
+    return v;
+}
+
+/* DC, first scan: the predicted difference, shifted up by Al */
+static inline int decode_dc_first(Bits *b, const Huff *dc, int *pred, int al, int16_t *blk)
+{
+    int s;
+    if (b->nbits < 32)
+        bits_fill(b);
+    s = huff_decode(b, dc);
+    if (s < 0 || s > 16)
+        return -1;
+    *pred += receive_extend(b, s);
+    blk[0] = (int16_t)(*pred * (1 << al));
+    return 0;
+}
+
+/* AC, first scan of a band: coefficients ss..se shifted up by al; *eobrun counts the blocks of an EOB run */
+static inline int decode_ac_first(Bits *b, const Huff *ac, int ss, int se, int al, int *eobrun, int16_t *blk)
+{
+    int k;
+    if (*eobrun > 0) {
+        --*eobrun;
+        return 0;
+    }
+    for (k = ss; k <= se; ++k) {
+        int rs, r, s;
+        if (b->nbits < 32)
+            bits_fill(b);
+        rs = huff_decode(b, ac);
+        if (rs < 0)
+            return -1;
+        r = rs >> 4;
+        s = rs & 15;
+        if (s) {
+            k += r;
+            if (k > se)
+                return -1;
+            blk[ZIGZAG[k]] = (int16_t)(receive_extend(b, s) * (1 << al));
+        } else if (r == 15) {
+            k += 15;                              /* sixteen zeros (with the loop's step) */
+        } else {
+            *eobrun = (1 << r) - 1;               /* this block ends the band, and so do the next ones */
+            if (r)
+                *eobrun += get_bits(b, r);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* a correction bit for an already non-zero coefficient: adds one more bit of magnitude at position al */
+static inline void refine(Bits *b, int16_t *c, int p1)
+{
+    if (get_bit(b) && (*c & p1) == 0)
+        *c = (int16_t)(*c >= 0 ? *c + p1 : *c - p1);
+}
+
+/* AC, refining scan: new coefficients of magnitude 1 << al, correction bits for the non-zero ones */
+static inline int decode_ac_refine(Bits *b, const Huff *ac, int ss, int se, int al, int *eobrun, int16_t *blk)
+{
+    int k = ss, p1 = 1 << al;
+    if (*eobrun == 0) {
+        for (; k <= se; ++k) {
+            int rs, r, s = 0;
+            if (b->nbits < 32)
+                bits_fill(b);
+            rs = huff_decode(b, ac);
+            if (rs < 0)
+                return -1;
+            r = rs >> 4;
+            if (rs & 15) {
+                if ((rs & 15) != 1)
+                    return -1;                    /* a new coefficient is always +-1 << al */
+                s = get_bit(b) ? p1 : -p1;
+            } else if (r != 15) {
+                *eobrun = 1 << r;
+                if (r)
+                    *eobrun += get_bits(b, r);
+                break;                            /* the rest of the band: correction bits only, below */
+            }
+            /* skip r zero coefficients (refining the non-zero ones on the way), land on the next zero one */
+            for (; k <= se; ++k) {
+                int16_t *c = &blk[ZIGZAG[k]];
+                if (*c != 0)
+                    refine(b, c, p1);
+                else if (--r < 0)
+                    break;
+            }
+            if (s) {
+                if (k > se)
+                    return -1;
+                blk[ZIGZAG[k]] = (int16_t)s;
+            }
+        }
+    }
+    if (*eobrun > 0) {
+        for (; k <= se; ++k) {
+            int16_t *c = &blk[ZIGZAG[k]];
+            if (*c != 0)
+                refine(b, c, p1);
+        }
+        --*eobrun;
+    }
+    return 0;
+}
+
 typedef struct {
     Py_buffer coef;               /* int16 (rows_of_blocks, bw, 8, 8) */
     Py_ssize_t bw, bh;            /* blocks per row / rows in the buffer */
@@ -795,22 +926,43 @@ typedef struct {
     int pred;
 } ScanComp;
 
-/* decode_scan(data, pos, restart_interval, mcus_x, mcus_y, comps) -> position of the marker after the scan, or -1
- * when the entropy-coded data is corrupt. comps: one (coef, bw, bh, h, v, nbx, nby, dc_spec, ac_spec) per scan
- * component; a scan of one component codes nbx x nby blocks in raster order, one of several components codes
- * mcus_x x mcus_y MCUs of h x v blocks each. */
+/* one block of the scan: 0 ok, -1 corrupt */
+static inline int scan_block(Bits *b, ScanComp *c, int16_t *blk, int ss, int se, int ah, int al, int progressive,
+                             int *eobrun)
+{
+    if (!progressive)
+        return decode_block(b, &c->dc, &c->ac, &c->pred, blk);
+    if (ss == 0) {
+        if (ah == 0)
+            return decode_dc_first(b, &c->dc, &c->pred, al, blk);
+        if (get_bit(b))
+            blk[0] = (int16_t)(blk[0] | (1 << al));
+        return 0;
+    }
+    return ah == 0 ? decode_ac_first(b, &c->ac, ss, se, al, eobrun, blk)
+                   : decode_ac_refine(b, &c->ac, ss, se, al, eobrun, blk);
+}
+
+/* decode_scan(data, pos, restart_interval, mcus_x, mcus_y, progressive, ss, se, ah, al, comps) -> position of the
+ * marker after the scan, or -1 when the entropy-coded data is corrupt. comps: one (coef, bw, bh, h, v, nbx, nby,
+ * dc_spec, ac_spec) per scan component (a spec may be empty when the scan does not use it); a scan of one
+ * component codes nbx x nby blocks in raster order, one of several components mcus_x x mcus_y MCUs of h x v
+ * blocks each. Sequential scans write whole blocks; progressive ones add their band / bits to what is there. */
 static PyObject *py_decode_scan(PyObject *self, PyObject *args)
 {
     Py_buffer data;
     Py_ssize_t pos, mx, my, nmcu, m;
-    int ri, n, k, nviews = 0, ok = 1, err = 0;
+    int ri, n, k, nviews = 0, ok = 1, err = 0, progressive, ss, se, ah, al, eobrun = 0;
     PyObject *comps, *ret = NULL;
     ScanComp *sc = NULL;
     Bits b;
-    if (!PyArg_ParseTuple(args, "y*ninnO!", &data, &pos, &ri, &mx, &my, &PyTuple_Type, &comps))
+    if (!PyArg_ParseTuple(args, "y*ninniiiiiO!", &data, &pos, &ri, &mx, &my, &progressive, &ss, &se, &ah, &al,
+                          &PyTuple_Type, &comps))
         return NULL;
     n = (int)PyTuple_GET_SIZE(comps);
-    if (n < 1 || n > 4 || pos < 0 || pos > data.len || mx < 1 || my < 1 || ri < 0) {
+    if (n < 1 || n > 4 || pos < 0 || pos > data.len || mx < 1 || my < 1 || ri < 0 || ss < 0 || se > 63 ||
+        ss > se || ah < 0 || ah > 13 || al < 0 || al > 13 || (progressive && ss > 0 && n != 1) ||
+        (progressive && ss == 0 && se != 0) || (!progressive && (ss != 0 || se != 63 || ah || al))) {
         PyErr_SetString(PyExc_ValueError, "decode_scan: bad arguments");
         ok = 0;
     }
@@ -821,14 +973,15 @@ static PyObject *py_decode_scan(PyObject *self, PyObject *args)
     for (k = 0; ok && k < n; ++k) {
         ScanComp *c = &sc[k];
         Py_buffer dcs, acs;
+        int need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss > 0;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(comps, k), "w*nniinny*y*", &c->coef, &c->bw, &c->bh, &c->h, &c->v,
                               &c->nbx, &c->nby, &dcs, &acs)) {
             ok = 0;
             break;
         }
         nviews++;
-        if (!huff_build(&c->dc, (const uint8_t *)dcs.buf, dcs.len, 0) ||
-            !huff_build(&c->ac, (const uint8_t *)acs.buf, acs.len, 1)) {
+        if ((need_dc && !huff_build(&c->dc, (const uint8_t *)dcs.buf, dcs.len, 0)) ||
+            (need_ac && !huff_build(&c->ac, (const uint8_t *)acs.buf, acs.len, 1))) {
             PyErr_SetString(PyExc_ValueError, "decode_scan: bad Huffman table");
             ok = 0;
         }
@@ -866,13 +1019,15 @@ static PyObject *py_decode_scan(PyObject *self, PyObject *args)
                 }
                 b.pos += 2;
                 b.marker = 0;
+                eobrun = 0;
                 for (k = 0; k < n; ++k)
                     sc[k].pred = 0;
             }
             if (n == 1) {
                 ScanComp *c = &sc[0];
                 Py_ssize_t by = m / c->nbx, bx = m % c->nbx;
-                err = decode_block(&b, &c->dc, &c->ac, &c->pred, (int16_t *)c->coef.buf + (by * c->bw + bx) * 64);
+                err = scan_block(&b, c, (int16_t *)c->coef.buf + (by * c->bw + bx) * 64, ss, se, ah, al,
+                                 progressive, &eobrun);
             } else {
                 Py_ssize_t mby = m / mx, mbx = m % mx;
                 for (k = 0; k < n && !err; ++k) {
@@ -881,8 +1036,8 @@ static PyObject *py_decode_scan(PyObject *self, PyObject *args)
                     for (y = 0; y < c->v && !err; ++y)
                         for (x = 0; x < c->h && !err; ++x) {
                             Py_ssize_t by = mby * c->v + y, bx = mbx * c->h + x;
-                            err = decode_block(&b, &c->dc, &c->ac, &c->pred,
-                                               (int16_t *)c->coef.buf + (by * c->bw + bx) * 64);
+                            err = scan_block(&b, c, (int16_t *)c->coef.buf + (by * c->bw + bx) * 64, ss, se, ah,
+                                             al, progressive, &eobrun);
                         }
                 }
             }
@@ -911,7 +1066,7 @@ static PyObject *py_decode_scan(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"idct_plane", py_idct_plane, METH_VARARGS, "stb_image's dequantisation + IDCT of a whole plane."},
     {"upsample_rgb", py_upsample_rgb, METH_VARARGS, "stb_image's up-sampling and colour conversion."},
-    {"decode_scan", py_decode_scan, METH_VARARGS, "Entropy-decode one Huffman-coded sequential scan."},
+    {"decode_scan", py_decode_scan, METH_VARARGS, "Entropy-decode one Huffman-coded scan (sequential or progressive)."},
     {"set_threads", py_set_threads, METH_VARARGS, "Threads for the kernels (1..16); returns the previous number."},
     {"resize_chw", py_resize_chw, METH_VARARGS, "Darknet's to-float + resize_image, uint8 HWC -> float32 CHW."},
     {NULL, NULL, 0, NULL},

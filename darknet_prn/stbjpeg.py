@@ -1,11 +1,12 @@
-"""JPEG pixels exactly as stb_image (Darknet's decoder) produces them, vectorised with numpy.
+"""JPEG pixels exactly as stb_image (Darknet's decoder) produces them.
 
 Darknet's ``load_image`` uses stb_image. Other JPEG decoders (libjpeg-turbo inside OpenCV, PIL) use another
 IDCT rounding, another chroma up-sampling and another YCbCr->RGB rounding, so they differ by up to ±3 LSB in
 a few percent of the values -- enough to move a yolov3-tiny confidence by about one point. The entropy-coded
-coefficients, though, are the same for every decoder. So: the quantised DCT coefficients come from libjpeg
-(through the ``jpeglib`` package, when it is installed), and everything after that is stb_image 2.x's integer
-arithmetic re-implemented here:
+coefficients, though, are the same for every decoder. So: the quantised DCT coefficients come from our C
+Huffman decoder (``darknet_prn._native.decode_scan``: sequential and progressive scans, restart intervals) or,
+when the extension is not built or declines a file, from libjpeg (through the ``jpeglib`` package); everything
+after that is stb_image 2.x's integer arithmetic re-implemented here (in C when built, else numpy; same bits):
 
 * dequantisation into ``short`` (wrapping), ``stbi__idct_block`` (jidctint-derived, 12-bit constants, two
   passes with ``>> 10`` and ``>> 17``, clamp to 0..255; stb's SSE2 IDCT is bit-identical to it);
@@ -14,9 +15,9 @@ arithmetic re-implemented here:
 * ``stbi__YCbCr_to_RGB_row`` (20-bit fixed point, 12-bit constants, the ``& 0xffff0000`` on the Cb term of G),
   Adobe/RGB-id/JFIF colour-space rules and CMYK/YCCK with ``stbi__blinn_8x8``.
 
-:func:`decode_jpeg_stb` returns ``None`` whenever it cannot guarantee stb's pixels (``jpeglib`` missing, not a
-baseline/progressive 8-bit Huffman JPEG, unusual sampling factors, a libjpeg error); the caller then falls
-back to OpenCV.
+:func:`decode_jpeg_stb` returns ``None`` whenever it cannot guarantee stb's pixels (neither decoder available,
+not a baseline/progressive 8-bit Huffman JPEG, unusual sampling factors, corrupt data both decoders reject);
+the caller then falls back to OpenCV.
 """
 from __future__ import annotations
 
@@ -118,8 +119,8 @@ def _jpeglib():
 
 
 def have_exact_jpeg() -> bool:
-    """Whether stb-exact JPEG decoding is available (the ``jpeglib`` package is importable)."""
-    return _jpeglib() is not None
+    """Whether stb-exact JPEG decoding is available (the C kernels are built or ``jpeglib`` is importable)."""
+    return _native_module() is not None or _jpeglib() is not None
 
 
 def decode_jpeg_stb(path, data: bytes | None = None):
@@ -143,7 +144,7 @@ def decode_jpeg_stb(path, data: bytes | None = None):
     width, height = hdr["width"], hdr["height"]
     if width < 1 or height < 1:
         return None
-    planes = _sequential_coefficients(data, hdr, hmax, vmax) if hdr["sof"] in (0xC0, 0xC1) else None
+    planes = _native_coefficients(data, hdr, hmax, vmax)
     if planes is None:
         jl = _jpeglib()
         if jl is None:
@@ -203,23 +204,24 @@ def _is_rgb(comps, adobe_transform: int, jfif: bool) -> bool:
     return rgb_ids == 3 or (adobe_transform == 0 and not jfif)
 
 
-def _sequential_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
-    """The quantised coefficients of a sequential (baseline / extended, Huffman) JPEG, entropy-decoded by the C
-    kernel ``decode_scan`` scan by scan, as ``(blocks_h, blocks_w, 8, 8)`` int16 arrays padded to whole MCUs.
+def _native_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
+    """The quantised coefficients of a Huffman-coded JPEG (sequential or progressive), entropy-decoded scan by scan
+    by the C kernel ``decode_scan``, as ``(blocks_h, blocks_w, 8, 8)`` int16 arrays padded to whole MCUs.
     ``None`` when the kernel is not built or the file is anything but plain (then libjpeg decodes it)."""
     native = _native_module()
     if native is None:
         return None
     comps = hdr["comps"]
+    progressive = hdr["sof"] == 0xC2
     width, height = hdr["width"], hdr["height"]
     mcus_x, mcus_y = -(-width // (8 * hmax)), -(-height // (8 * vmax))
     planes = {c[0]: np.zeros((mcus_y * c[2], mcus_x * c[1], 8, 8), np.int16) for c in comps}
     if len(planes) != len(comps):
         return None                                   # two components with one id
     sampling = {c[0]: c for c in comps}
-    tables, restart, done, sof_seen = {}, 0, set(), False
+    tables, restart, seen, sof_seen = {}, 0, set(), False
     pos = 2
-    while len(done) < len(comps):
+    while progressive or len(seen) < len(comps):     # sequential: each component once; progressive: up to EOI
         segment = _next_segment(data, pos)
         if segment is None:
             return None
@@ -230,7 +232,7 @@ def _sequential_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
             if sof_seen:
                 return None
             sof_seen = True
-        elif m == 0xDB and done:
+        elif m == 0xDB and seen:
             return None                               # tables redefined between scans: leave it to libjpeg
         elif m == 0xC4:                               # DHT: (class, id) -> 16 counts + values
             p = 0
@@ -246,27 +248,31 @@ def _sequential_coefficients(data: bytes, hdr: dict, hmax: int, vmax: int):
             restart = (seg[0] << 8) | seg[1]
         elif m == 0xDA:                               # SOS
             ns = seg[0] if seg else 0
-            if ns < 1 or len(seg) < 4 + 2 * ns:
+            if ns < 1 or len(seg) != 4 + 2 * ns:
                 return None
+            ss, se, ahl = seg[1 + 2 * ns], seg[2 + 2 * ns], seg[3 + 2 * ns]
+            if not progressive:
+                ss, se, ahl = 0, 63, 0                # fixed for sequential scans, whatever the header says
             scan = []
             for i in range(ns):
                 cid, tsel = seg[1 + 2 * i], seg[2 + 2 * i]
                 c = sampling.get(cid)
-                dc, ac = tables.get((0, tsel >> 4)), tables.get((1, tsel & 15))
-                if c is None or dc is None or ac is None or cid in done:
+                dc, ac = tables.get((0, tsel >> 4), b""), tables.get((1, tsel & 15), b"")
+                if c is None or (cid in seen and not progressive):
                     return None
                 _, h, v, _ = c
                 cw, ch = -(-width * h // hmax), -(-height * v // vmax)
                 coef = planes[cid]
                 scan.append((coef, coef.shape[1], coef.shape[0], h, v, -(-cw // 8), -(-ch // 8), dc, ac))
-                done.add(cid)
+                seen.add(cid)
             try:
-                pos = native.decode_scan(data, pos, restart, mcus_x, mcus_y, tuple(scan))
+                pos = native.decode_scan(data, pos, restart, mcus_x, mcus_y, progressive, ss, se, ahl >> 4,
+                                         ahl & 15, tuple(scan))
             except ValueError:
                 return None
             if pos < 0:
                 return None
-    if len(done) != len(comps):
+    if len(seen) != len(comps):
         return None
     return [planes[c[0]] for c in comps]
 
