@@ -77,8 +77,10 @@ static inline uint8_t clamp255(int x)
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */
-/* work split over threads: fn(ctx, begin, end) on [0, n) in `threads` contiguous parts, the first on the calling
- * thread. Every kernel below writes disjoint outputs per part, so the split does not change any result. */
+/* work split over threads: fn(ctx, begin, end) over [0, n) in chunks of `chunk`, handed out from a shared counter
+ * to the calling thread and up to n_threads - 1 helpers (so a helper that starts late -- e.g. its core is still
+ * busy with another pool's spinning thread -- just takes fewer chunks). Every kernel below writes disjoint outputs
+ * per chunk, so the split never changes a result. */
 
 typedef void (*RangeFn)(void *ctx, Py_ssize_t begin, Py_ssize_t end);
 
@@ -87,48 +89,46 @@ static int n_threads = 1;         /* set_threads() */
 typedef struct {
     RangeFn fn;
     void *ctx;
-    Py_ssize_t begin, end;
-} Part;
+    Py_ssize_t n, chunk, next;    /* next: the shared counter */
+} Work;
 
-static void *part_main(void *arg)
+static void *work_main(void *arg)
 {
-    Part *p = (Part *)arg;
-    p->fn(p->ctx, p->begin, p->end);
+    Work *w = (Work *)arg;
+    Py_ssize_t i;
+    while ((i = __atomic_fetch_add(&w->next, w->chunk, __ATOMIC_RELAXED)) < w->n)
+        w->fn(w->ctx, i, i + w->chunk < w->n ? i + w->chunk : w->n);
     return NULL;
 }
 
-/* `grain`: the least work per part worth a thread */
-static void run_parallel(RangeFn fn, void *ctx, Py_ssize_t n, Py_ssize_t grain)
+/* `chunk`: the work handed out at a time (also the least worth a thread) */
+static void run_parallel(RangeFn fn, void *ctx, Py_ssize_t n, Py_ssize_t chunk)
 {
-    Part parts[16];
     pthread_t tids[16];
     int started[16] = {0};
     int t, threads = n_threads;
-    if (grain < 1)
-        grain = 1;
-    if (threads > n / grain)
-        threads = (int)(n / grain);
+    Work w;
+    if (chunk < 1)
+        chunk = 1;
+    if (threads > n / chunk)
+        threads = (int)(n / chunk);
     if (threads > 16)
         threads = 16;
     if (threads <= 1) {
         fn(ctx, 0, n);
         return;
     }
-    for (t = 0; t < threads; ++t) {
-        parts[t].fn = fn;
-        parts[t].ctx = ctx;
-        parts[t].begin = n * t / threads;
-        parts[t].end = n * (t + 1) / threads;
-    }
+    w.fn = fn;
+    w.ctx = ctx;
+    w.n = n;
+    w.chunk = chunk;
+    w.next = 0;
     for (t = 1; t < threads; ++t)
-        started[t] = pthread_create(&tids[t], NULL, part_main, &parts[t]) == 0;
-    part_main(&parts[0]);
-    for (t = 1; t < threads; ++t) {
+        started[t] = pthread_create(&tids[t], NULL, work_main, &w) == 0;
+    work_main(&w);
+    for (t = 1; t < threads; ++t)
         if (started[t])
             pthread_join(tids[t], NULL);
-        else
-            part_main(&parts[t]);                 /* no thread: do it here */
-    }
 }
 
 static PyObject *py_set_threads(PyObject *self, PyObject *args)
@@ -229,7 +229,7 @@ static PyObject *py_idct_plane(PyObject *self, PyObject *args)
         need(&out, bh * bw * 64, "out")) {
         Py_BEGIN_ALLOW_THREADS
         IdctJob job = {(const int16_t *)coef.buf, (const int32_t *)qt.buf, (uint8_t *)out.buf, bw};
-        run_parallel(idct_rows, &job, bh, 2048 / (bw + 1) + 1);
+        run_parallel(idct_rows, &job, bh, 512 / (bw + 1) + 1);
         Py_END_ALLOW_THREADS
         Py_INCREF(Py_None);
         ret = Py_None;
@@ -443,7 +443,7 @@ static PyObject *py_upsample_rgb(PyObject *self, PyObject *args)
         job.out = (uint8_t *)out.buf;
         job.width = width;
         Py_BEGIN_ALLOW_THREADS
-        run_parallel(upsample_rows, &job, height, 65536 / width + 1);
+        run_parallel(upsample_rows, &job, height, 32768 / width + 8);
         Py_END_ALLOW_THREADS
         if (job.failed) {
             PyErr_NoMemory();

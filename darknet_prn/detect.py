@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import postprocess as post
-from . import native
 from . import preprocess as pre
 from .errors import DarknetError
 
@@ -228,8 +227,6 @@ class Detector:
         self.net_w, self.net_h, self.channels = int(g.width), int(g.height), int(g.channels)
         if self.channels != 3:
             raise DarknetError(f"channels={self.channels}: detect needs a 3-channel (RGB) network", self.cfg)
-        if threads:
-            native.set_threads(threads)        # the C pre-processing kernels too
         # Loading made ~10^5 long-lived Python objects; collect now, not in a 70 ms full collection that the
         # interpreter would otherwise start in the middle of detecting some later image.
         gc.collect()
