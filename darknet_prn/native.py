@@ -3,11 +3,12 @@
 They compute the same bits as the code they replace (JPEG Huffman decoding, else libjpeg; stb_image's IDCT,
 up-sampling and colour conversion; Darknet's to-float + resize, else numpy), several times faster. When the
 extension is missing (no C compiler at install time) the fallbacks run. ``DARKNET_PRN_NATIVE=0`` in the
-environment, or :func:`use_native(False) <use_native>`, switches them off (tests compare both paths). The kernels can split an image over :func:`set_threads` threads
-(the split never changes a result). The default is 1: right after a torch forward, torch's OpenMP workers keep
-spinning on the other cores for a while, and a second decoding thread then costs more than it saves (measured in
-the detect loop on 2 cores: 26.1 ms per image with 1 thread, 27.6 with 2; decoding a batch of images with
-nothing else running is ~10 % faster on 2 threads).
+environment, or :func:`use_native(False) <use_native>`, switches them off (tests compare both paths).
+
+The kernels can split an image over :func:`set_threads` threads (the split never changes a result). The default
+is 1: right after a torch forward, torch's OpenMP workers keep spinning on the other cores for a while, and a
+second decoding thread then costs more than it saves (the detect loop on 2 cores: 26.1 ms per image with 1
+thread, 27.6 with 2); decoding images with nothing else running is ~10 % faster on 2 threads.
 """
 from __future__ import annotations
 
