@@ -473,7 +473,7 @@ typedef struct {
     int failed;
 } ResizeJob;
 
-/* one row of resize_image's horizontal pass, channels interleaved: part[c*3+k] */
+/* one row of resize_image's horizontal pass, one plane per channel: part[k*w + c] */
 static inline void resize_hrow(const ResizeJob *j, const uint8_t *src, float *part)
 {
     Py_ssize_t c, w = j->w, iw = j->iw;
@@ -481,13 +481,14 @@ static inline void resize_hrow(const ResizeJob *j, const uint8_t *src, float *pa
     int k;
     for (k = 0; k < 3; ++k) {
         int sk = j->ch[k];
+        float *pk = part + k * w;
         for (c = 0; c < w - 1; ++c) {
             Py_ssize_t i0 = j->ix[c], i1 = i0 + 1 < iw ? i0 + 1 : iw - 1;
             float a = (1.0f - j->dx[c]) * lut[src[i0 * 3 + sk]];
             float b = j->dx[c] * lut[src[i1 * 3 + sk]];
-            part[c * 3 + k] = a + b;
+            pk[c] = a + b;
         }
-        part[(w - 1) * 3 + k] = lut[src[(iw - 1) * 3 + sk]];   /* the last column copies the edge */
+        pk[w - 1] = lut[src[(iw - 1) * 3 + sk]];   /* the last column copies the edge */
     }
 }
 
@@ -528,14 +529,14 @@ static void resize_rows(void *ctx, Py_ssize_t r0, Py_ssize_t r1)
         }
         for (k = 0; k < 3; ++k) {
             float *o = j->out + (k * h + r) * w;
-            const float *p0 = p[0] + k, *p1 = p[1] + k;
+            const float *p0 = p[0] + k * w, *p1 = last ? p0 : p[1] + k * w;
             if (last) {
                 for (c = 0; c < w; ++c)
-                    o[c] = wy * p0[c * 3];
+                    o[c] = wy * p0[c];
             } else {
-                for (c = 0; c < w; ++c) {
-                    float v = wy * p0[c * 3];
-                    float t = dy * p1[c * 3];
+                for (c = 0; c < w; ++c) {             /* vectorises: separate products, then the sum */
+                    float v = wy * p0[c];
+                    float t = dy * p1[c];
                     o[c] = v + t;
                 }
             }
