@@ -8,7 +8,7 @@
  *                   HWC to float32 CHW
  *  decode_scan      Huffman decoding of one JPEG scan (ITU T.81: sequential F.2, progressive G.1.2) into
  *                   quantised coefficients -- the numpy twin of this one is libjpeg (through jpeglib)
- *  set_threads      how many threads idct_plane / upsample_rgb / resize_chw split an image over
+ *  set_threads      how many threads idct_plane / upsample_rgb / resize_chw split an image over (OpenMP)
  *
  * The arithmetic is written out from the documented behaviour of those functions (spec, darknet-semantics.md
  * section 3.10, and the module docs of stbjpeg.py); integer code relies on two's-complement wrap-around
@@ -20,7 +20,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MULTIVERSION __attribute__((target_clones("avx2", "default")))
@@ -77,58 +79,37 @@ static inline uint8_t clamp255(int x)
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */
-/* work split over threads: fn(ctx, begin, end) over [0, n) in chunks of `chunk`, handed out from a shared counter
- * to the calling thread and up to n_threads - 1 helpers (so a helper that starts late -- e.g. its core is still
- * busy with another pool's spinning thread -- just takes fewer chunks). Every kernel below writes disjoint outputs
- * per chunk, so the split never changes a result. */
+/* work split over threads: fn(ctx, begin, end) over [0, n) in chunks of `chunk`, dynamically scheduled, on an
+ * OpenMP team. Built with OpenMP after torch is loaded, that is torch's own libgomp (same SONAME), so the team is
+ * the one torch's intra-op threads form: the workers that still spin after a torch forward take the chunks at
+ * once instead of competing with a thread of ours for the core. Every kernel below writes disjoint outputs per
+ * chunk, so the split never changes a result. Without OpenMP everything runs on the calling thread. */
 
 typedef void (*RangeFn)(void *ctx, Py_ssize_t begin, Py_ssize_t end);
 
-static int n_threads = 1;         /* set_threads() */
-
-typedef struct {
-    RangeFn fn;
-    void *ctx;
-    Py_ssize_t n, chunk, next;    /* next: the shared counter */
-} Work;
-
-static void *work_main(void *arg)
-{
-    Work *w = (Work *)arg;
-    Py_ssize_t i;
-    while ((i = __atomic_fetch_add(&w->next, w->chunk, __ATOMIC_RELAXED)) < w->n)
-        w->fn(w->ctx, i, i + w->chunk < w->n ? i + w->chunk : w->n);
-    return NULL;
-}
+static int n_threads = 0;         /* set_threads(); 0: OpenMP's default (torch's intra-op thread count) */
 
 /* `chunk`: the work handed out at a time (also the least worth a thread) */
 static void run_parallel(RangeFn fn, void *ctx, Py_ssize_t n, Py_ssize_t chunk)
 {
-    pthread_t tids[16];
-    int started[16] = {0};
-    int t, threads = n_threads;
-    Work w;
+#ifdef _OPENMP
+    Py_ssize_t nchunks, i;
+    int threads = n_threads > 0 ? n_threads : omp_get_max_threads();
     if (chunk < 1)
         chunk = 1;
-    if (threads > n / chunk)
-        threads = (int)(n / chunk);
-    if (threads > 16)
-        threads = 16;
-    if (threads <= 1) {
-        fn(ctx, 0, n);
+    nchunks = (n + chunk - 1) / chunk;
+    if (threads > nchunks)
+        threads = (int)nchunks;
+    if (threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (i = 0; i < nchunks; ++i)
+            fn(ctx, i * chunk, (i + 1) * chunk < n ? (i + 1) * chunk : n);
         return;
     }
-    w.fn = fn;
-    w.ctx = ctx;
-    w.n = n;
-    w.chunk = chunk;
-    w.next = 0;
-    for (t = 1; t < threads; ++t)
-        started[t] = pthread_create(&tids[t], NULL, work_main, &w) == 0;
-    work_main(&w);
-    for (t = 1; t < threads; ++t)
-        if (started[t])
-            pthread_join(tids[t], NULL);
+#else
+    (void)chunk;
+#endif
+    fn(ctx, 0, n);
 }
 
 static PyObject *py_set_threads(PyObject *self, PyObject *args)
@@ -136,8 +117,17 @@ static PyObject *py_set_threads(PyObject *self, PyObject *args)
     int t, prev = n_threads;
     if (!PyArg_ParseTuple(args, "i", &t))
         return NULL;
-    n_threads = t < 1 ? 1 : (t > 16 ? 16 : t);
+    n_threads = t < 0 ? 0 : (t > 64 ? 64 : t);
     return PyLong_FromLong(prev);
+}
+
+static PyObject *py_openmp(PyObject *self, PyObject *args)
+{
+#ifdef _OPENMP
+    return PyLong_FromLong(omp_get_max_threads());
+#else
+    return PyLong_FromLong(0);
+#endif
 }
 
 /* STBI__IDCT_1D over 8 lanes at once: in[r*8 + lane] -> the butterfly's outputs for each lane, before the pass's
@@ -1078,7 +1068,9 @@ static PyMethodDef methods[] = {
     {"idct_plane", py_idct_plane, METH_VARARGS, "stb_image's dequantisation + IDCT of a whole plane."},
     {"upsample_rgb", py_upsample_rgb, METH_VARARGS, "stb_image's up-sampling and colour conversion."},
     {"decode_scan", py_decode_scan, METH_VARARGS, "Entropy-decode one Huffman-coded scan (sequential or progressive)."},
-    {"set_threads", py_set_threads, METH_VARARGS, "Threads for the kernels (1..16); returns the previous number."},
+    {"set_threads", py_set_threads, METH_VARARGS,
+     "Threads for the kernels (0: OpenMP's default); returns the previous setting."},
+    {"openmp", py_openmp, METH_NOARGS, "OpenMP's default thread count, 0 when built without OpenMP."},
     {"resize_chw", py_resize_chw, METH_VARARGS, "Darknet's to-float + resize_image, uint8 HWC -> float32 CHW."},
     {NULL, NULL, 0, NULL},
 };

@@ -5,10 +5,12 @@ up-sampling and colour conversion; Darknet's to-float + resize, else numpy), sev
 extension is missing (no C compiler at install time) the fallbacks run. ``DARKNET_PRN_NATIVE=0`` in the
 environment, or :func:`use_native(False) <use_native>`, switches them off (tests compare both paths).
 
-The kernels can split an image over :func:`set_threads` threads (the split never changes a result). The default
-is 1: right after a torch forward, torch's OpenMP workers keep spinning on the other cores for a while, and a
-second decoding thread then costs more than it saves (the detect loop on 2 cores: 26.1 ms per image with 1
-thread, 27.6 with 2); decoding images with nothing else running is ~10 % faster on 2 threads.
+The kernels split an image over an OpenMP team (when the compiler had OpenMP): torch is imported first, so
+the extension binds to torch's own ``libgomp`` and the team is made of torch's intra-op threads -- the workers
+that keep spinning for a while after a torch forward pick the work up at once. (With threads of our own the
+second one competed with a spinning torch worker for the core: in the detect loop on 2 cores, 27.6 ms per
+image vs 26.1 on one thread.) :func:`set_threads` overrides the count (0: torch's); the split never changes a
+result.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ def _load():
     if not _tried:
         _tried = True
         try:
+            import torch  # noqa: F401 -- first, so that the extension shares torch's OpenMP runtime and threads
             from . import _native
             _module = _native
         except ImportError:
@@ -49,6 +52,7 @@ def use_native(flag: bool) -> bool:
 
 
 def set_threads(n: int) -> int:
-    """Threads the C kernels split an image over (1..16); returns the previous number (1 without the kernels)."""
+    """Threads the C kernels split an image over (0: OpenMP's default, i.e. torch's intra-op thread count);
+    returns the previous setting."""
     mod = _load()
-    return mod.set_threads(int(n)) if mod is not None else 1
+    return mod.set_threads(int(n)) if mod is not None else 0
