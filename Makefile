@@ -35,7 +35,7 @@ bench:
 	$(PYTHON) -m benchmarks.latency
 
 clean:
-	rm -rf build runs .pytest_cache
+	rm -rf build runs .pytest_cache darknet_prn/_native*.so
 
 # OpenCV >= 5 (it dropped the Darknet importer) in its own venv, to check that it runs our ONNX exports
 opencv5: build/opencv5/bin/python
