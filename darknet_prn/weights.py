@@ -149,47 +149,46 @@ class Arena:
 
 
 def _direct_view(tensor, spec, count: int, transpose_header: bool):
-    """The tensor's memory as writable bytes when the file's floats can be read straight into it (a contiguous
-    little-endian CPU float32 tensor, stored untransposed, fully covered), else ``None``."""
+    """The tensor's memory as a numpy array (a writable buffer for ``preadv``) when the file's floats can be read
+    straight into it (a contiguous little-endian CPU float32 tensor, stored untransposed, fully covered), else
+    ``None``."""
     import torch
 
     if _DIRECT and count == spec.size and tensor.is_cpu and tensor.dtype is torch.float32 and \
             tensor.is_contiguous() and not _transposed(spec, transpose_header):
-        return tensor.detach().numpy()           # shares the tensor's memory; a writable buffer for preadv
+        return tensor.detach().numpy()           # shares the tensor's memory
     return None
 
 
+_IOV_MAX = max(1, min(getattr(os, "IOV_MAX", 1024), 1024))
+
+
+def _preadv(fd: int, views: list, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, views, offset)
+    with open(fd, "rb", buffering=0, closefd=False) as f:  # pragma: no cover - platforms without preadv
+        f.seek(offset)
+        return f.readinto(views[0])
+
+
 def _read_into(fd: int, views: list, offset: int) -> None:
-    """``views`` (consecutive in the file from ``offset``) filled with as few ``preadv`` calls as the OS allows."""
-    step = max(1, min(getattr(os, "IOV_MAX", 1024), 1024))
-    for i in range(0, len(views), step):
-        chunk = views[i:i + step]
-        want = sum(v.nbytes for v in chunk)
-        if hasattr(os, "preadv"):
-            got = os.preadv(fd, chunk, offset)
-        else:  # pragma: no cover - platforms without preadv
-            got = 0
-            for v in chunk:
-                os.lseek(fd, offset + got, os.SEEK_SET)
-                got += os.readv(fd, [v])
-        if got != want:
-            # a short read from a regular file means it shrank under us, or preadv stopped early: finish one by one
-            done, pos = 0, offset
-            for v in chunk:
-                n = v.nbytes
-                if done + n <= got:
-                    done += n
-                    pos += n
-                    continue
-                have = max(0, got - done)
-                while have < n:
-                    r = os.preadv(fd, [v[have:]], pos + have) if hasattr(os, "preadv") else 0
-                    if r <= 0:
-                        raise OSError("unexpected end of file")
-                    have += r
-                done += n
-                pos += n
-        offset += want
+    """Fills ``views`` (consecutive in the file from ``offset``) with as few ``preadv`` calls as the OS allows
+    (Linux moves at most ~2 GiB per call; a short read continues where it stopped)."""
+    pending = [memoryview(v).cast("B") for v in views]
+    i = 0
+    while i < len(pending):
+        got = _preadv(fd, pending[i:i + _IOV_MAX], offset)
+        if got <= 0:
+            raise OSError("unexpected end of file")
+        offset += got
+        while got and i < len(pending):
+            n = pending[i].nbytes
+            if got >= n:
+                got -= n
+                i += 1
+            else:
+                pending[i] = pending[i][got:]
+                got = 0
 
 
 def _read_array(f, offset: int, tensor, spec, count: int, transpose_header: bool) -> None:
