@@ -722,6 +722,14 @@ static inline int huff_decode(Bits *b, const Huff *t)
     return -1;
 }
 
+/* the next Huffman symbol, refilling first: a symbol and its value bits (<= 32) are then in the buffer */
+static inline int next_symbol(Bits *b, const Huff *t)
+{
+    if (b->nbits < 32)
+        bits_fill(b);
+    return huff_decode(b, t);
+}
+
 /* s raw bits, sign-extended; needs >= s bits in the buffer */
 static inline int receive_extend(Bits *b, int s)
 {
@@ -744,9 +752,7 @@ static inline int decode_block(Bits *b, const Huff *dc, const Huff *ac, int *pre
 {
     int s, k;
     memset(blk, 0, 64 * sizeof(int16_t));
-    if (b->nbits < 32)
-        bits_fill(b);
-    s = huff_decode(b, dc);
+    s = next_symbol(b, dc);
     if (s < 0 || s > 16)
         return -1;
     *pred += receive_extend(b, s);
@@ -808,9 +814,7 @@ static inline int get_bits(Bits *b, int n)
 static inline int decode_dc_first(Bits *b, const Huff *dc, int *pred, int al, int16_t *blk)
 {
     int s;
-    if (b->nbits < 32)
-        bits_fill(b);
-    s = huff_decode(b, dc);
+    s = next_symbol(b, dc);
     if (s < 0 || s > 16)
         return -1;
     *pred += receive_extend(b, s);
@@ -828,9 +832,7 @@ static inline int decode_ac_first(Bits *b, const Huff *ac, int ss, int se, int a
     }
     for (k = ss; k <= se; ++k) {
         int rs, r, s;
-        if (b->nbits < 32)
-            bits_fill(b);
-        rs = huff_decode(b, ac);
+        rs = next_symbol(b, ac);
         if (rs < 0)
             return -1;
         r = rs >> 4;
@@ -866,9 +868,7 @@ static inline int decode_ac_refine(Bits *b, const Huff *ac, int ss, int se, int 
     if (*eobrun == 0) {
         for (; k <= se; ++k) {
             int rs, r, s = 0;
-            if (b->nbits < 32)
-                bits_fill(b);
-            rs = huff_decode(b, ac);
+            rs = next_symbol(b, ac);
             if (rs < 0)
                 return -1;
             r = rs >> 4;
