@@ -101,7 +101,9 @@ class Arena:
         import torch.nn as nn
 
         total = sum(spec.size for layer in model.graph.layers for spec in layer.arrays)
-        self.flat = torch.empty(total, dtype=torch.float32)
+        # numpy's allocator asks for transparent huge pages on large buffers (torch's does not): reading 20 MB into
+        # them is ~1.5x faster (fewer TLB misses), as fast as numpy.fromfile's own buffer
+        self.flat = torch.from_numpy(np.empty(total, dtype=np.float32))
         self.entries = []                # (owning dict, attribute, tensor, offset in floats, spec)
         off = 0
         with torch.no_grad():
