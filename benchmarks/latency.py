@@ -299,6 +299,16 @@ def bench_memory(args, models):
 # end-to-end detection
 
 
+def both_threads(args) -> int:
+    """The run's largest thread count, set for torch and OpenCV alike (one-thread-count sections)."""
+    import cv2
+    import torch
+    th = max(args.threads)
+    torch.set_num_threads(th)
+    cv2.setNumThreads(th)
+    return th
+
+
 def image_dir(n: int) -> Path:
     srcs = sorted(glob.glob(str(IMAGES / "*.jpg"))) or [str(ROOT / "tests" / "data" / "dog.jpg")]
     d = CACHE / f"images-{n}"
@@ -340,16 +350,12 @@ class OpenCVDetector:
 
 
 def bench_detect(args, models):
-    import cv2
-    import torch
     try:
         from darknet_prn.detect import Detector
     except ImportError:
         print("\n## End-to-end detect: skipped (darknet_prn.detect.Detector not available)")
         return []
-    th = max(args.threads)
-    torch.set_num_threads(th)
-    cv2.setNumThreads(th)
+    th = both_threads(args)
     d = image_dir(args.detect_images)
     paths = sorted(d.iterdir())
     jobs = []
@@ -408,12 +414,9 @@ def bench_detect(args, models):
 
 
 def ablation(args, name, cfg, weights):
-    import cv2
     import torch
     from darknet_prn.fast import FastPlan
-    th = max(args.threads)
-    torch.set_num_threads(th)
-    cv2.setNumThreads(th)
+    th = both_threads(args)
     net = load_net(cfg, weights)
     cvn, names = opencv_net(cfg, weights)
     steps = [
@@ -463,9 +466,7 @@ def profile(args, name, cfg, weights):
     import cv2
     import numpy as np
     import torch
-    th = max(args.threads)
-    torch.set_num_threads(th)
-    cv2.setNumThreads(th)
+    th = both_threads(args)
     net = load_net(cfg, weights)
     cvn, names = opencv_net(cfg, weights)
     x = torch.rand(1, 3, args.size, args.size)

@@ -31,6 +31,7 @@ import numpy as np
 from . import postprocess as post
 from . import preprocess as pre
 from .errors import DarknetError
+from .fileio import read_input
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".ogv", ".asf", ".vob")
@@ -50,15 +51,7 @@ COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 2
 def read_names(path) -> list:
     """A Darknet ``.names`` file: one name per line (trailing blank lines ignored)."""
     p = os.fspath(path)
-    try:
-        with open(p, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        raise DarknetError("names file not found", p) from None
-    except IsADirectoryError:
-        raise DarknetError("is a directory, not a names file", p) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read names file: {e.strerror or e}", p) from None
+    text = read_input(p, DarknetError, "names file", "a names file", "names file").decode("utf-8", errors="replace")
     names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()

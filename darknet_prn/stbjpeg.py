@@ -394,7 +394,8 @@ _BIAS2 = 65536 + (128 << 17)
 def idct_image(coef: np.ndarray, qt: np.ndarray) -> np.ndarray:
     """Dequantise and ``stbi__idct_block`` a component's ``(bh, bw, 8, 8)`` coefficients -> ``(bh*8, bw*8)`` uint8.
 
-    The same integers as :func:`idct_blocks`, computed as two float64 matrix products: each 1-D pass of stb's
+    The same integers as :func:`idct_blocks`: in C (``darknet_prn._native.idct_plane``) when built, else as two
+    float64 matrix products: each 1-D pass of stb's
     IDCT is an integer-linear map (``_IDCT_M``) followed by a bias and an arithmetic shift. float64 holds every
     intermediate exactly (``|sum| <= 32768 * 30610 * 30610 / 1024 < 2**53``) and ``floor(x * 2**-k)`` is
     ``x >> k``. C's int32 wrap-around can only matter in the second pass and only for dequantised

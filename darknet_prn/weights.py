@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import WeightsError
-from .fileio import atomic_write
+from .fileio import atomic_write, open_input
 from .modules import attr_name
 
 DEFAULT_HEADER = struct.pack("<iiiQ", 0, 2, 5, 0)
@@ -70,17 +70,6 @@ def _to_file(arr: np.ndarray, spec, transpose_header: bool) -> np.ndarray:
         rows = spec.shape[0]
         return np.ascontiguousarray(arr.reshape(rows, -1).T).reshape(-1)
     return arr.reshape(-1)
-
-
-def _open(path):
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise WeightsError("weights file not found", path) from None
-    except IsADirectoryError:
-        raise WeightsError("is a directory, not a .weights file", path) from None
-    except OSError as e:
-        raise WeightsError(f"cannot read weights: {e.strerror}", path) from None
 
 
 _DIRECT = sys.byteorder == "little"
@@ -219,7 +208,7 @@ def load_weights(model, path, partial: bool = False):
     path = os.fspath(path)
     graph = model.graph
     need = graph.weights_floats
-    with _open(path) as f:
+    with open_input(path, WeightsError, "weights file", "a .weights file", "weights") as f:
         header = Header.parse(f.read(20), path)
         size = os.fstat(f.fileno()).st_size - len(header.raw)
         have, extra_bytes = divmod(size, 4)

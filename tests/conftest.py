@@ -1,4 +1,3 @@
-import os
 import sys
 import warnings
 from pathlib import Path

@@ -177,8 +177,8 @@ def test_yolo_new_coords_and_scale_xy():
 
 def test_region_layout_and_tree_softmax(tmp_path):
     (tmp_path / "t.tree").write_text("a -1\nb -1\nc 0\nd 0\ne 0\n")
-    cfg = (f"[net]\nwidth=3\nheight=3\nchannels=2\n[convolutional]\nfilters=20\nsize=1\nactivation=linear\n"
-           f"[region]\nclasses=5\ncoords=4\nnum=2\nsoftmax=1\ntree=t.tree\nanchors=1,1,2,2\n")
+    cfg = ("[net]\nwidth=3\nheight=3\nchannels=2\n[convolutional]\nfilters=20\nsize=1\nactivation=linear\n"
+           "[region]\nclasses=5\ncoords=4\nnum=2\nsoftmax=1\ntree=t.tree\nanchors=1,1,2,2\n")
     p = tmp_path / "r.cfg"
     p.write_text(cfg)
     net = Darknet.from_cfg(p).eval()

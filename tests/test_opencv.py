@@ -30,7 +30,7 @@ def test_real_yolov3_tiny_heads_match_opencv(real_tiny):
     for idx, rows in ((16, y16), (23, y23)):
         p = net.graph.layers[idx].p
         o = outs[idx][0]
-        n, (c, h, w) = len(p["mask"]), o.shape
+        n, (_, h, w) = len(p["mask"]), o.shape
         o = o.reshape(n, 85, h, w).transpose(2, 3, 0, 1).reshape(-1, 85)      # (row, col, anchor)
         col = np.tile(np.repeat(np.arange(w), n), h)
         row = np.repeat(np.arange(h), w * n)

@@ -1,15 +1,13 @@
 """The .weights codec: byte-identical round trips, header versions, transpose, and exact size errors."""
 import hashlib
 import struct
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import CORPUS, ROOT
+from conftest import CORPUS
 from darknet_prn import Darknet
 from darknet_prn.errors import WeightsError
 from darknet_prn.weights import WarningLoad
