@@ -284,16 +284,29 @@ class Detector:
         a = pre._check_array(a)
         return np.ascontiguousarray(a if rgb else a[:, :, ::-1])
 
-    def detect(self, image, rgb: bool = False, batch_size: int = 8):
+    def detect(self, image, rgb: bool = False, batch_size: int = 8, errors: str = "return"):
         """Detect objects. ``image``: a path, a numpy ``(H, W, 3)`` uint8 array (**BGR** as OpenCV gives it;
         pass ``rgb=True`` for RGB), or a list/tuple of those (a batch). Returns a list of detection dicts for
-        one image and a list of such lists for a batch. Raises :class:`DarknetError` for unreadable images."""
+        one image and a list of such lists for a batch. One image that cannot be read raises
+        :class:`DarknetError`; in a batch its entry *is* that DarknetError (the other images' results are kept;
+        ``errors="raise"``: raise the first one instead)."""
+        if errors not in ("return", "raise"):
+            raise DarknetError(f"errors={errors!r}: use 'return' or 'raise'")
         single = not isinstance(image, (list, tuple))
         items = [image] if single else list(image)
+        bs = max(1, int(batch_size))
         out = []
-        for s in range(0, len(items), max(1, int(batch_size))):
-            chunk = [self.load(it, rgb) for it in items[s:s + max(1, int(batch_size))]]
-            out.extend(r.detections for r in self.run(chunk))
+        for s in range(0, len(items), bs):
+            loaded = []
+            for it in items[s:s + bs]:
+                try:
+                    loaded.append(self.load(it, rgb))
+                except DarknetError as e:
+                    if single or errors == "raise":
+                        raise
+                    loaded.append(e)
+            good = iter(self.run([im for im in loaded if not isinstance(im, DarknetError)]))
+            out.extend(im if isinstance(im, DarknetError) else next(good).detections for im in loaded)
         return out[0] if single else out
 
     __call__ = detect

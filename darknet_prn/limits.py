@@ -98,9 +98,8 @@ def header_size(data: bytes):
     format is another or the header is unreadable (the decoder reports that)."""
     try:
         if data[:2] == b"\xff\xd8":
-            from .stbjpeg import parse_header
-            hdr = parse_header(data)
-            return (hdr["width"], hdr["height"]) if hdr and "width" in hdr else None
+            from .stbjpeg import frame_size
+            return frame_size(data)
         if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
             return struct.unpack(">II", data[16:24])
         if data[:6] in (b"GIF87a", b"GIF89a"):
