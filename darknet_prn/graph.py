@@ -20,6 +20,7 @@ import numpy as np
 from .cfg import CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
 from .errors import CfgError
 from .fileio import read_input
+from .registry import Registry
 
 ACTIVATIONS = (
     "logistic", "swish", "mish", "hard_mish", "normalize_channels", "normalize_channels_softmax",
@@ -169,15 +170,8 @@ class Network:
 # ----------------------------------------------------------------------------------------------------
 # registry
 # ----------------------------------------------------------------------------------------------------
-PARSERS = {}
-
-
-def register(*types):
-    def deco(fn):
-        for t in types:
-            PARSERS[t] = fn
-        return fn
-    return deco
+PARSERS = Registry("layer parsers")     # section type -> parse function
+register = PARSERS.register
 
 
 class Context:
