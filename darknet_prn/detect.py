@@ -170,13 +170,14 @@ class Detector:
     ``device`` ('cpu' or 'cuda'), ``width``/``height`` (override the cfg's input size), ``partial`` (load a
     ``.weights`` file that does not fit the cfg as far as it goes, with a warning), ``backend`` (the inference
     engine: ``torch`` (default fast path), ``exact``, ``onnxruntime``, ``openvino``; see docs/performance.md),
-    ``threads`` (intra-op threads), ``classes`` (keep only these class ids) and ``max_det`` (keep the ``max_det``
-    most confident detections of each image).
+    ``threads`` (intra-op threads), ``precision`` (``f32`` default, Darknet-exact; ``bf16`` on CPUs with BF16
+    and CUDA, ``fp16`` on CUDA: the convolutions in that precision, decoding and NMS in float32), ``classes``
+    (keep only these class ids) and ``max_det`` (keep the ``max_det`` most confident detections of each image).
     """
 
     def __init__(self, cfg, weights=None, names=None, thresh: float = 0.25, nms: float = 0.45, letterbox=None,
                  device="cpu", data=None, hier: float = 0.5, width=None, height=None, partial: bool = False,
-                 backend: str = "torch", threads=None, classes=None, max_det=None):
+                 backend: str = "torch", threads=None, classes=None, max_det=None, precision: str = "f32"):
         import torch
         from .model import Darknet
         check_thresholds(thresh=thresh, nms=nms, hier=hier)
@@ -189,8 +190,8 @@ class Detector:
         if weights is not None:
             self.net.load_weights(weights, partial=partial)
         self.net.eval()
-        self.net.set_backend(backend, threads=threads)
         self.net.to(self.device)
+        self.net.set_backend(backend, threads=threads, precision=precision)
         self._torch = torch
         g = self.net.graph
         self.cfg = os.fspath(cfg)
@@ -551,6 +552,9 @@ def add_arguments(parser):
                         help="inference engine (default torch: the fast path; see docs/performance.md)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: OMP_NUM_THREADS, else the CPUs this process may "
                         "use)")
+    parser.add_argument("--precision", default="f32", choices=("f32", "bf16", "fp16"),
+                        help="f32 (default, Darknet-exact); bf16 (CPUs with BF16, CUDA) or fp16 (CUDA): faster "
+                             "convolutions, decoding and NMS stay f32")
     parser.add_argument("--width", type=int, help="override the cfg's [net] width")
     parser.add_argument("--height", type=int, help="override the cfg's [net] height")
     parser.add_argument("--partial", action="store_true",
@@ -897,7 +901,7 @@ def run(args) -> int:
     defaults = dict(thresh=0.25, nms=0.45, hier=0.5, letterbox=None, names=None, data=None, json=None, coco=None,
                     darknet_json=None, out=None, exist_ok=False, no_save=False, save_txt=False, save_conf=False,
                     classes=None, max_det=None, batch_size=1, device="cpu", backend="torch", threads=None,
-                    width=None, height=None, partial=False, no_progress=False, quiet=False)
+                    width=None, height=None, partial=False, no_progress=False, quiet=False, precision="f32")
     for k, v in defaults.items():
         if not hasattr(args, k):
             setattr(args, k, v)
@@ -906,7 +910,7 @@ def run(args) -> int:
         det = Detector(args.cfg, args.weights, names=args.names, data=args.data, thresh=args.thresh, nms=args.nms,
                        letterbox=args.letterbox, device=args.device, hier=args.hier, width=args.width,
                        height=args.height, partial=args.partial, backend=args.backend, threads=args.threads,
-                       classes=args.classes, max_det=args.max_det)
+                       classes=args.classes, max_det=args.max_det, precision=args.precision)
     except DarknetError as e:
         print(f"darknet-prn detect: error: {e}", file=sys.stderr, flush=True)
         return 2
