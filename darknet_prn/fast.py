@@ -37,11 +37,17 @@ import os
 import torch
 import torch.nn.functional as F
 
+from . import geometry
 from .activations import activate
 from .graph import STATEFUL_TYPES
-from .modules import BN_EPS, _window_pads, blur
+from .modules import blur, fold_bn, route_inputs
+from .registry import Registry
 
 CL = torch.channels_last
+
+# layer type -> lowering ``fn(plan, layer, module) -> _Step``; a type without one runs its reference module
+LOWERINGS = Registry("fast-plan lowerings")
+lower = LOWERINGS.register
 
 # Darknet activation -> oneDNN post-op (attr, scalars) of mkldnn::_convolution_pointwise
 MKLDNN_ACT = {
@@ -169,22 +175,12 @@ class FastPlan:
 
     # -- compilation -------------------------------------------------------------------------------------
     def _compile(self, l, m, net):
-        t = l.type
-        if t == "convolutional":
-            return self._conv(l, m)
-        if t == "maxpool":
-            return self._maxpool(l, m)
-        if t == "route":
-            return self._route(l)
-        if t == "shortcut":
-            return self._shortcut(l, m)
-        if t == "upsample":
-            return self._upsample(l, m)
-        if t == "yolo":
-            return self._yolo(l, m)
-        if t in ("dropout", "empty"):
-            return _Step(l.index, lambda x, outs: x, t)
-        return self._module(l, m)
+        lowering = LOWERINGS.get(l.type)
+        return lowering(self, l, m) if lowering is not None else self._module(l, m)
+
+    @lower("dropout", "empty")
+    def _identity(self, l, m):
+        return _Step(l.index, lambda x, outs: x, l.type)
 
     def _module(self, l, m):
         """Any other layer: its own module on NCHW-contiguous inputs (exactly the exact path)."""
@@ -195,6 +191,7 @@ class FastPlan:
             return m(x.contiguous(), o)
         return _Step(l.index, run, l.type)
 
+    @lower("convolutional")
     def _conv(self, l, m):
         p = l.p
         if p["xnor"] or p["binary"]:
@@ -203,9 +200,7 @@ class FastPlan:
         if p["bn"]:
             # per-channel factors in float64, rounded once; the weight product in the weights' dtype (<= 1 ulp
             # from the float64 product, and no float64 copy of yolov4's 64M weights)
-            inv = scale.double() / torch.sqrt(var.double() + BN_EPS)
-            wf = w * inv.to(w.dtype).view(-1, 1, 1, 1)
-            bf = (b.double() - mean.double() * inv).to(b.dtype)
+            wf, bf = fold_bn(w, b, scale, mean, var)
         else:
             wf, bf = w.detach().clone(), b.detach().clone()
         act = m.act
@@ -213,13 +208,11 @@ class FastPlan:
         oh, ow = p["conv_out"]
         k, d, g = p["size"], p["dilation"], p["groups"]
         sy, sx = p["stride_y"], p["stride_x"]
-        P = p["padding"] * d
-        ty, by = _window_pads(h, oh, k, sy, P, d)
-        tx, bx = _window_pads(wd, ow, k, sx, P, d)
         # torch's symmetric padding (ty, tx) gives Darknet's windows (same start, zeros outside the image);
         # extra rows/columns at the far end are cropped
-        th = (h + 2 * ty - d * (k - 1) - 1) // sy + 1
-        tw = (wd + 2 * tx - d * (k - 1) - 1) // sx + 1
+        (ty, tx), _ = geometry.symmetric(p["pads"])
+        th = geometry.window_out(h, k, sy, 2 * ty, d)
+        tw = geometry.window_out(wd, k, sx, 2 * tx, d)
         aa = p["antialiasing"]
         crop = (th, tw) != (oh, ow)
 
@@ -259,6 +252,7 @@ class FastPlan:
             return finish(y) if crop or aa else y
         return _Step(l.index, run, "conv")
 
+    @lower("maxpool")
     def _maxpool(self, l, m):
         p = l.p
         if p["maxpool_depth"] or p["antialiasing"]:
@@ -266,9 +260,7 @@ class FastPlan:
         c, h, w = l.in_shape
         oh, ow = p["pool_out"]
         size, sy, sx = p["size"], p["stride_y"], p["stride_x"]
-        left = p["padding"] // 2
-        ty, by = _window_pads(h, oh, size, sy, left)
-        tx, bx = _window_pads(w, ow, size, sx, left)
+        ty, tx, by, bx = p["pads"]
         if size == 1 and sy == sx == 1 and (h, w) == (oh, ow):
             return _Step(l.index, lambda x, outs: x, "maxpool(identity)")
         if self.separable_pool and ty == 0 and tx == 0 and (oh - 1) * sy + size <= h and \
@@ -289,32 +281,27 @@ class FastPlan:
         fit = _pool_fit(h, oh, size, sy, ty), _pool_fit(w, ow, size, sx, tx)
         if None not in fit:
             (qy, oy), (qx, ox) = fit
-            th = (h + 2 * qy - size) // sy + 1
-            tw = (w + 2 * qx - size) // sx + 1
+            th = geometry.window_out(h, size, sy, 2 * qy)
+            tw = geometry.window_out(w, size, sx, 2 * qx)
             crop = (oy, ox, th, tw) != (0, 0, oh, ow)
 
             def run(x, outs):
                 y = F.max_pool2d(x, size, (sy, sx), (qy, qx))
                 return y[:, :, oy:oy + oh, ox:ox + ow] if crop else y
             return _Step(l.index, run, "maxpool")
-        pads = (tx, max(bx, 0), ty, max(by, 0))
+        pads = (tx, bx, ty, by)
 
         def run(x, outs):
             xp = F.pad(x, pads, value=float("-inf"))
             return F.max_pool2d(xp, size, (sy, sx))[:, :, :oh, :ow]
         return _Step(l.index, run, "maxpool(pad)")
 
-    def _route(self, l):
-        refs, groups, gid = list(l.refs), l.p["groups"], l.p["group_id"]
+    @lower("route")
+    def _route(self, l, m):
+        slices, groups = l.p["slices"], l.p["groups"]
 
         def run(x, outs):
-            parts = []
-            for i in refs:
-                t = outs[i]
-                if groups > 1:
-                    c = t.shape[1] // groups
-                    t = t[:, c * gid:c * (gid + 1)]
-                parts.append(t)
+            parts = route_inputs(outs, slices, groups)
             if len(parts) == 1:
                 return parts[0]
             if self.channels_last:
@@ -322,6 +309,7 @@ class FastPlan:
             return torch.cat(parts, 1)
         return _Step(l.index, run, "route")
 
+    @lower("shortcut")
     def _shortcut(self, l, m):
         p = l.p
         c, h, w = l.out_shape
@@ -350,9 +338,10 @@ class FastPlan:
             return act_inplace(y, act)
         return _Step(l.index, run, "shortcut")
 
+    @lower("yolo")
     def _yolo(self, l, m):
         """[yolo] in place on an NCHW copy: logistic on x, y, objectness and classes, then scale_x_y."""
-        A, per, sc, new_coords = m.n, m.per, m.s, m.new_coords
+        A, per, sc, new_coords = l.p["layout"].anchors, l.p["layout"].per, l.p["scale_x_y"], l.p["new_coords"]
 
         def run(x, outs):
             y = x.contiguous()
@@ -368,6 +357,7 @@ class FastPlan:
             return y
         return _Step(l.index, run, "yolo")
 
+    @lower("upsample")
     def _upsample(self, l, m):
         s = l.p["stride"]
         if s <= 1 or l.p["scale"] != 1:

@@ -6,6 +6,7 @@ import os
 import torch
 import torch.nn as nn
 
+from . import recurrent  # noqa: F401  (registers the reference modules of rnn, crnn, gru, lstm, conv_lstm)
 from . import weights as wio
 from .errors import DarknetError
 from .fileio import read_cfg_file_text

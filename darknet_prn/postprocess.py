@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .heads import layout_of
+
 F32 = np.float32
 
 
@@ -90,10 +92,10 @@ def decode_yolo(out, p: dict, net_w: int, net_h: int, thresh: float) -> Detectio
     already applied, as Darknet's ``l.output``.
     """
     out = _np(out)
-    classes, mask = int(p["classes"]), list(p["mask"])
-    n = len(mask)
+    lay = layout_of("yolo", p)
+    classes, n = lay.classes, lay.anchors
     _, h, w = out.shape
-    a = out.reshape(n, 5 + classes, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, 5 + classes)
+    a = out.reshape(n, lay.per, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, lay.per)
     obj = a[:, 4]
     keep = np.nonzero(obj > F32(thresh))[0]          # strict: NaN and <= thresh dropped
     if keep.size == 0:
@@ -101,9 +103,9 @@ def decode_yolo(out, p: dict, net_w: int, net_h: int, thresh: float) -> Detectio
     a = a[keep]
     cell, anchor = keep // n, keep % n
     col, row = (cell % w).astype(F32), (cell // w).astype(F32)
-    anchors = np.asarray(p["anchors"], dtype=F32).reshape(-1, 2)
-    aw = anchors[np.asarray(mask)[anchor], 0]
-    ah = anchors[np.asarray(mask)[anchor], 1]
+    anchors = np.asarray(lay.anchor_wh, dtype=F32).reshape(-1, 2)
+    aw = anchors[anchor, 0]
+    ah = anchors[anchor, 1]
     bx = (col + a[:, 0]) / F32(w)
     by = (row + a[:, 1]) / F32(h)
     if int(p.get("new_coords", 0)):
@@ -122,21 +124,20 @@ def decode_gaussian_yolo(out, p: dict, net_w: int, net_h: int, thresh: float) ->
     """``get_gaussian_yolo_detections`` (before box correction): ``(n*(9+C), H, W)`` with channels
     ``[x, σx, y, σy, w, σw, h, σh, obj, cls...]``; ``prob = obj·cls·(1 − mean σ)``; ``yolo_point`` offsets."""
     out = _np(out)
-    classes, mask = int(p["classes"]), list(p["mask"])
-    n = len(mask)
+    lay = layout_of("gaussian_yolo", p)
+    classes, n = lay.classes, lay.anchors
     _, h, w = out.shape
-    a = out.reshape(n, 9 + classes, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, 9 + classes)
+    a = out.reshape(n, lay.per, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, lay.per)
     keep = np.nonzero(a[:, 8] > F32(thresh))[0]
     if keep.size == 0:
         return Detections.empty(classes)
     a = a[keep]
     cell, anchor = keep // n, keep % n
     col, row = (cell % w).astype(F32), (cell // w).astype(F32)
-    anchors = np.asarray(p["anchors"], dtype=F32).reshape(-1, 2)
-    m = np.asarray(mask)[anchor]
+    anchors = np.asarray(lay.anchor_wh, dtype=F32).reshape(-1, 2)
     with np.errstate(over="ignore"):
-        bw = (np.exp(a[:, 4].astype(np.float64)) * anchors[m, 0].astype(np.float64) / net_w).astype(F32)
-        bh = (np.exp(a[:, 6].astype(np.float64)) * anchors[m, 1].astype(np.float64) / net_h).astype(F32)
+        bw = (np.exp(a[:, 4].astype(np.float64)) * anchors[anchor, 0].astype(np.float64) / net_w).astype(F32)
+        bh = (np.exp(a[:, 6].astype(np.float64)) * anchors[anchor, 1].astype(np.float64) / net_h).astype(F32)
     bx = (col + a[:, 0]) / F32(w)
     by = (row + a[:, 2]) / F32(h)
     point = str(p.get("yolo_point", "center")).lower()

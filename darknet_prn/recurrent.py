@@ -28,8 +28,6 @@ include.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 import torch.nn.functional as F
 
@@ -87,10 +85,6 @@ class _Recurrent(modules.DarknetModule):
         if h < 1 or w < 1:
             c, h, w = c * max(h, 1) * max(w, 1), 1, 1
         self.chw = (c, h, w)
-        oh, ow = self.out_shape[1:]
-        self._geom = SimpleNamespace(p=dict(dilation=p["dilation"], padding=p["padding"], conv_out=(oh, ow),
-                                            size=p["size"], stride_y=p["stride"], stride_x=p["stride"],
-                                            groups=p["groups"]))
 
     def _check_conv(self):
         c, h, w = self.chw
@@ -105,7 +99,9 @@ class _Recurrent(modules.DarknetModule):
         """forward_convolutional_layer of sub-layer ``prefix`` (BN unfused, as Darknet: only top-level
         [convolutional] layers are fused)."""
         g = lambda n: getattr(self, prefix + "_" + n)     # noqa: E731
-        y = modules.Convolutional.conv(self._geom, x, g("weights"))
+        p = self.p
+        y = modules.window_conv(x, g("weights"), p["pads"], (p["stride"], p["stride"]), p["dilation"], p["groups"],
+                                p["conv_out"])
         if self.bn:
             y = modules.batchnorm(y, g("rolling_mean"), g("rolling_variance"), g("scales"), g("biases"))
         else:

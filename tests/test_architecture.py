@@ -44,13 +44,12 @@ def _package_imports():
     return {p.stem: _imports(p) for p in PKG.glob("*.py")}
 
 
-@pytest.mark.xfail(strict=True, reason="fast/export import modules._window_pads until geometry.py lands")
 def test_no_module_imports_a_private_name_of_another():
     bad = {name: private for name, (_, private) in _package_imports().items() if private}
     assert not bad
 
 
-@pytest.mark.xfail(strict=True, reason="model<->export and modules<->recurrent until they are broken")
+@pytest.mark.xfail(strict=True, reason="model<->export until it is broken")
 def test_no_import_circles():
     """Every relative import, top-level or deferred inside a function, counts: a circle is a circle either way."""
     deps = {name: mods - {name} for name, (mods, _) in _package_imports().items()}
