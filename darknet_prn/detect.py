@@ -30,6 +30,7 @@ import numpy as np
 
 from . import postprocess as post
 from . import preprocess as pre
+from .engines import BACKENDS
 from .errors import DarknetError
 from .fileio import read_input
 
@@ -533,7 +534,7 @@ def add_arguments(parser):
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "exact", "onnxruntime", "openvino"),
+    parser.add_argument("--backend", default="torch", choices=tuple(BACKENDS),
                         help="inference engine (default torch: the fast path; see docs/performance.md)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's default)")
     parser.add_argument("--width", type=int, help="override the cfg's [net] width")

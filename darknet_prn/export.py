@@ -57,7 +57,6 @@ import json
 import math
 import os
 import secrets
-import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -65,15 +64,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import __version__
-from .activations import activate
+from . import __version__, geometry
+from .activations import onnx_activate as export_activate
+from .engines import ort_session
 from .errors import DarknetError
-from . import geometry
 from .graph import HEAD_TYPES, STATEFUL_TYPES
 from .heads import layout_of
+from .modules import (BN_EPS, add_leading, add_sources, binary_weights, blur_kernel, fold_bn, route_inputs,
+                      softmax_tree, xnor_inputs, xnor_weights)
 from .registry import Registry
-from .modules import (BN_EPS, add_leading, binary_weights, blur_kernel, fold_bn, route_inputs, softmax_tree,
-                      xnor_inputs, xnor_weights)
 
 MIN_OPSET = 11
 
@@ -94,34 +93,7 @@ DEFAULT_IOU_THRESH = 0.45     # darknet detector test nms
 INPUT_NAME = "images"
 PROTOBUF_LIMIT = 2 * 1024 ** 3
 
-__all__ = ["export_onnx", "ExportResult", "Decode", "decode_heads", "add_arguments", "run"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# activations as standard ONNX ops (numerically the functions of darknet_prn.activations)
-# ----------------------------------------------------------------------------------------------------
-def export_activate(x, name):
-    if name == "linear":
-        return x
-    if name == "leaky":
-        return F.leaky_relu(x, 0.1)
-    if name == "logistic":
-        return torch.sigmoid(x)
-    if name == "relu":
-        return F.relu(x)
-    if name == "mish":
-        # darknet: x * tanh(softplus(x)), softplus = exp(x) below -20 (equal to log1p(exp(x)) in float32)
-        return x * torch.tanh(F.softplus(x))
-    if name == "swish":
-        return x * torch.sigmoid(x)
-    if name == "hard_mish":
-        # x > 0: x; -2 < x <= 0: x*x/2 + x = x*(x+2)/2; x <= -2: 0
-        return x * torch.clamp(x + 2, 0, 2) * 0.5
-    if name == "elu":
-        return torch.where(x >= 0, x, torch.exp(x) - 1)
-    if name == "selu":
-        return torch.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * (torch.exp(x) - 1))
-    return activate(x, name)
+__all__ = ["export_onnx", "ExportResult", "Decode", "decode_heads"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,11 +168,42 @@ class _Blur(nn.Module):
         return F.conv2d(x, self.kernel, None, self.stride, self.pad, 1, self.c)
 
 
-class _Conv(nn.Module):
-    def __init__(self, layer, m, fuse):
+class _ConvForm(nn.Module):
+    """What the convolution forms share: Darknet's windows as torch's symmetric padding plus the far-side extra
+    and the crop (``geometry.symmetric``), then the activation and the anti-aliasing blur."""
+
+    def __init__(self, layer, m):
         super().__init__()
         p = layer.p
         self.act = m.act
+        self.stride = (p["stride_y"], p["stride_x"])
+        self.dilation, self.groups = p["dilation"], p["groups"]
+        self.out_hw = p["conv_out"]
+        # torch's symmetric padding gives the rows Darknet computes (window starts at -pad); pad the far side
+        # when Darknet needs more rows (only with dilation), crop when torch gives more
+        (self.pad, _), (eb, er) = geometry.symmetric(p["pads"])
+        self.extra = (0, er, 0, eb)
+        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
+            else None
+
+    def _conv(self, x, bias, pad):
+        if any(self.extra):
+            x = F.pad(x, self.extra)
+        y = F.conv2d(x, self.weight, bias, self.stride, pad, self.dilation, self.groups)
+        oh, ow = self.out_hw
+        if y.shape[2] != oh or y.shape[3] != ow:
+            y = y[:, :, :oh, :ow]
+        return y
+
+    def _finish(self, y):
+        y = export_activate(y, self.act)
+        return self.aa(y) if self.aa is not None else y
+
+
+class _Conv(_ConvForm):
+    def __init__(self, layer, m, fuse):
+        super().__init__(layer, m)
+        p = layer.p
         w, b, scale, mean, var = (t.detach() if t is not None else None for t in m.tensors())
         w = w.float()
         if p["binary"]:
@@ -215,65 +218,32 @@ class _Conv(nn.Module):
             self.register_buffer("scale", _f32(scale))
             self.register_buffer("mean", _f32(mean))
             self.register_buffer("var", _f32(var))
-        self.stride = (p["stride_y"], p["stride_x"])
-        self.dilation, self.groups = p["dilation"], p["groups"]
-        self.out_hw = p["conv_out"]
-        # torch's symmetric padding P gives the rows Darknet computes (window starts at -P); pad the far side
-        # when Darknet needs more rows (only with dilation), crop when torch gives more
-        (self.pad, _), (eb, er) = geometry.symmetric(p["pads"])
-        self.extra = (0, er, 0, eb)
-        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
-            else None
 
     def forward(self, x, outs=None):
-        if any(self.extra):
-            x = F.pad(x, self.extra)
-        y = F.conv2d(x, self.weight, None if self.bn else self.bias, self.stride, self.pad, self.dilation,
-                     self.groups)
-        oh, ow = self.out_hw
-        if y.shape[2] != oh or y.shape[3] != ow:
-            y = y[:, :, :oh, :ow]
+        y = self._conv(x, None if self.bn else self.bias, self.pad)
         if self.bn:
             y = F.batch_norm(y, self.mean, self.var, self.scale, self.bias, False, 0.0, BN_EPS)
-        y = export_activate(y, self.act)
-        if self.aa:
-            y = self.aa(y)
-        return y
+        return self._finish(y)
 
 
-class _XnorConv(nn.Module):
+class _XnorConv(_ConvForm):
     """XNOR conv as Darknet's detector runs it (modules.Convolutional._xnor): BN folded into the float weights,
     weights binarized to ±mean|W'| per filter, inputs to ±1 with -1 padding; the binarized weights are
     constants here."""
 
     def __init__(self, layer, m, fuse=True):
-        super().__init__()
-        p = layer.p
-        self.act = m.act
+        super().__init__(layer, m)
         # the same float32 arithmetic as the module, so every sign decision is identical
         wb, b = xnor_weights(*(t.detach().float() if t is not None else None for t in m.tensors()))
         self.register_buffer("weight", _f32(wb))
         self.register_buffer("bias", _f32(b))
-        self.stride, self.dilation, self.groups = (p["stride_y"], p["stride_x"]), p["dilation"], p["groups"]
-        self.out_hw = p["conv_out"]
-        (self.P, _), (eb, er) = geometry.symmetric(p["pads"])
-        self.extra = (0, er, 0, eb)
-        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
-            else None
 
     def forward(self, x, outs=None):
         xb = xnor_inputs(x)
-        P = self.P
+        P = self.pad
         if P:
             xb = F.pad(xb, (P, P, P, P), value=-1.0)
-        if any(self.extra):
-            xb = F.pad(xb, self.extra)
-        y = F.conv2d(xb, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        oh, ow = self.out_hw
-        if y.shape[2] != oh or y.shape[3] != ow:
-            y = y[:, :, :oh, :ow]
-        y = export_activate(y, self.act)
-        return self.aa(y) if self.aa is not None else y
+        return self._finish(self._conv(xb, self.bias, 0))
 
 
 class _MaxPool(nn.Module):
@@ -332,9 +302,7 @@ class _Shortcut(nn.Module):
 
     def forward(self, x, outs):
         if not self.weighted:
-            y = x
-            for i, c in zip(self.refs, self.channels):
-                y = add_leading(y, outs[i], c)
+            y = add_sources(x, outs, self.refs, self.channels)
         else:
             y = x * self.w0
             for k, (i, c) in enumerate(zip(self.refs, self.channels), 1):
@@ -463,8 +431,7 @@ class _Act(nn.Module):
         if self.type in ("scale_channels", "sam"):
             x = outs[self.refs[0]] * x
         elif self.type == "partial_shortcut":
-            for i, c in zip(self.refs, self.channels):
-                x = add_leading(x, outs[i], c)
+            x = add_sources(x, outs, self.refs, self.channels)
         return export_activate(x, self.act)
 
 
@@ -950,11 +917,10 @@ def _head_meta(l):
 
 def _verify(net, path, result, decode, nms, half, dynamic_batch, batch, in_shape, tol, outputs):
     import numpy as np
-    ort = _onnxruntime()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path)
+    except DarknetError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise DarknetError(f"ONNX Runtime cannot load the exported file: {' '.join(str(e).split())[:300]}") from e
     tol = tol if tol is not None else (5e-2 if half else 1e-3)
@@ -998,52 +964,3 @@ def _verify(net, path, result, decode, nms, half, dynamic_batch, batch, in_shape
     result.verified = True
     result.diffs = worst
     result.max_abs_diff = max(worst.values()) if worst else 0.0
-
-
-# ----------------------------------------------------------------------------------------------------
-# CLI: darknet-prn export
-# ----------------------------------------------------------------------------------------------------
-def add_arguments(p):
-    import argparse
-    p.add_argument("cfg", metavar="CFG", help="Darknet .cfg file")
-    p.add_argument("weights", metavar="WEIGHTS", help="Darknet .weights file")
-    p.add_argument("-o", "--output", metavar="FILE.onnx",
-                   help="output file (default: the weights file name with .onnx, in the current directory)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-    p.add_argument("--width", type=int, help="network input width (overrides [net] width)")
-    p.add_argument("--height", type=int, help="network input height (overrides [net] height)")
-    p.add_argument("--batch", type=int, default=1, help="static batch size (default 1; see --dynamic-batch)")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
-    p.add_argument("--decode", action="store_true",
-                   help="one output 'detections' (N, boxes, 4+1+classes): cx, cy, w, h in input pixels, "
-                        "objectness, class probabilities (objectness*class)")
-    p.add_argument("--nms", action="store_true",
-                   help="add ONNX NonMaxSuppression (implies --decode): output 'selected_indices' (K, 3)")
-    p.add_argument("--conf-thresh", type=float, default=DEFAULT_CONF_THRESH,
-                   help=f"--nms score threshold (default {DEFAULT_CONF_THRESH}, as darknet detector test)")
-    p.add_argument("--iou-thresh", type=float, default=DEFAULT_IOU_THRESH,
-                   help=f"--nms IoU threshold (default {DEFAULT_IOU_THRESH}, as darknet detector test)")
-    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
-                   help="fold batch norm into the convolutions (default on)")
-    p.add_argument("--half", action="store_true", help="float16 weights and activations (input/outputs float32)")
-    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="check the file with ONNX Runtime against PyTorch (default: on when onnxruntime is "
-                        "installed)")
-
-
-def run(args) -> int:
-    from .model import Darknet
-    out = args.output
-    if not out:
-        out = os.path.splitext(os.path.basename(args.weights))[0] + ".onnx"
-    net = Darknet.from_cfg(args.cfg, width=args.width, height=args.height)
-    net.load_weights(args.weights)
-    net.eval()
-    res = export_onnx(net, out, opset=args.opset, dynamic_batch=args.dynamic_batch, decode=args.decode,
-                      nms=args.nms, fuse=args.fuse, half=args.half, verify=args.verify, batch=args.batch,
-                      conf_thresh=args.conf_thresh, iou_thresh=args.iou_thresh)
-    for w in res.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(res.summary())
-    return 0

@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from . import geometry
-from .activations import activate
+from .activations import TABLE as ACTIVATIONS, activate_inplace as act_inplace
+from .engines import ONNX_BACKENDS, openvino_model, ort_session
+from .errors import DarknetError
 from .graph import STATEFUL_TYPES
 from .modules import blur, fold_bn, route_inputs
 from .registry import Registry
@@ -48,37 +50,6 @@ CL = torch.channels_last
 # layer type -> lowering ``fn(plan, layer, module) -> _Step``; a type without one runs its reference module
 LOWERINGS = Registry("fast-plan lowerings")
 lower = LOWERINGS.register
-
-# Darknet activation -> oneDNN post-op (attr, scalars) of mkldnn::_convolution_pointwise
-MKLDNN_ACT = {
-    "linear": ("none", []),
-    "relu": ("relu", []),
-    "leaky": ("leaky_relu", [0.1]),
-    "logistic": ("sigmoid", []),
-    "tanh": ("tanh", []),
-    "swish": ("swish", []),
-    "relu6": ("hardtanh", [0.0, 6.0]),
-    "hardtan": ("hardtanh", [-1.0, 1.0]),
-}
-
-# in-place versions (on a tensor the plan owns) of the Darknet activations that have one
-INPLACE_ACT = {
-    "linear": lambda y: y,
-    "relu": torch.relu_,
-    "leaky": lambda y: F.leaky_relu_(y, 0.1),
-    "logistic": torch.sigmoid_,
-    "tanh": torch.tanh_,
-    "swish": lambda y: F.silu(y, inplace=True),
-    "mish": lambda y: F.mish(y, inplace=True),
-    "relu6": lambda y: y.clamp_(0.0, 6.0),
-    "hardtan": lambda y: y.clamp_(-1.0, 1.0),
-}
-
-
-def act_inplace(y, name):
-    f = INPLACE_ACT.get(name)
-    return f(y) if f is not None else activate(y, name)
-
 
 def mkldnn_ok() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -129,6 +100,17 @@ def _cache_bytes() -> int:
     return best or (32 << 20)
 
 
+class _NotCopied:
+    """A plan holds oneDNN-packed tensors or an engine session: copies and pickles of a Darknet drop it (it is
+    rebuilt lazily)."""
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_none, ())
+
+
 class _Step:
     __slots__ = ("index", "fn", "kind")
 
@@ -141,7 +123,7 @@ class _Step:
         return f"{self.index}:{self.kind}"
 
 
-class FastPlan:
+class FastPlan(_NotCopied):
     """A compiled inference plan for one :class:`Darknet` (its current weights, device and dtype).
 
     ``plan(x)`` returns the network outputs like ``Darknet.forward``; run it under ``torch.no_grad()``.
@@ -231,8 +213,9 @@ class FastPlan:
         pad, stride, dil = [ty, tx], [sy, sx], [d, d]
         if self.onednn:
             packed = torch.ops.mkldnn._reorder_convolution_weight(wf.contiguous(), pad, stride, dil, g, [1, c, h, wd])
-            attr, scalars = MKLDNN_ACT.get(act, ("none", []))
-            rest = None if act in MKLDNN_ACT else act
+            fused = ACTIVATIONS[act].onednn           # the activation as a oneDNN post-op, else in place after
+            attr, scalars = fused or ("none", [])
+            rest = None if fused else act
             conv = torch.ops.mkldnn._convolution_pointwise
             cl = self.channels_last
 
@@ -367,13 +350,6 @@ class FastPlan:
             return F.interpolate(x, scale_factor=float(s), mode="nearest")
         return _Step(l.index, run, "upsample")
 
-    # a plan holds oneDNN-packed tensors: copies and pickles of a Darknet drop it (it is rebuilt lazily)
-    def __deepcopy__(self, memo):
-        return None
-
-    def __reduce__(self):
-        return (_none, ())
-
     # -- execution ---------------------------------------------------------------------------------------
     def __call__(self, x):
         n, k = x.shape[0], self.chunk
@@ -404,15 +380,11 @@ class FastPlan:
 # ONNX Runtime / OpenVINO backends: the network exported by darknet_prn.export (BN folded, static shapes) and run
 # by the other engine. Selectable with Darknet.set_backend(); not the default (docs/performance.md says why).
 
-ONNX_BACKENDS = ("onnxruntime", "openvino")
-
-
-class OnnxPlan:
+class OnnxPlan(_NotCopied):
     """The exported ONNX graph of ``net`` in ONNX Runtime or OpenVINO (CPU, float32, dynamic batch)."""
 
     def __init__(self, net, engine: str, threads: int | None = None):
         import tempfile
-        from .errors import DarknetError
         if engine not in ONNX_BACKENDS:
             raise DarknetError(f"unknown ONNX backend '{engine}' ({', '.join(ONNX_BACKENDS)})")
         self.backend = engine
@@ -424,36 +396,14 @@ class OnnxPlan:
             path = os.path.join(d, "model.onnx")
             net.export_onnx(path, dynamic_batch=True, verify=False)
             if engine == "onnxruntime":
-                try:
-                    import onnxruntime as ort
-                except ImportError:
-                    raise DarknetError("backend onnxruntime needs: pip install onnxruntime") from None
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = self.threads
-                so.inter_op_num_threads = 1
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                # no busy-waiting between operators: on a shared CPU spinning threads cost more than they save
-                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                sess = ort_session(path, self.threads)
                 name = sess.get_inputs()[0].name
                 self._run = lambda a: sess.run(None, {name: a})
             else:
-                try:
-                    import openvino as ov
-                except ImportError:
-                    raise DarknetError("backend openvino needs: pip install openvino") from None
-                cm = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": self.threads,
-                                                           "PERFORMANCE_HINT": "LATENCY",
-                                                           "INFERENCE_PRECISION_HINT": "f32"})
+                cm = openvino_model(path, self.threads)
                 req = cm.create_infer_request()
                 outs = list(cm.outputs)
                 self._run = lambda a: [req.infer({0: a})[o] for o in outs]
-
-    def __deepcopy__(self, memo):
-        return None
-
-    def __reduce__(self):
-        return (_none, ())
 
     def __call__(self, x):
         a = x.detach().to("cpu", torch.float32).contiguous().numpy()

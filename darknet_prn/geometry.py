@@ -11,6 +11,8 @@ negative (input rows no window reads are left in place, and the op's extra outpu
 """
 from __future__ import annotations
 
+import numpy as np
+
 
 def conv_out(n: int, size: int, stride: int, padding: int) -> int:
     """``convolutional_out_height``: ``(n + 2*padding - size) / stride + 1`` (Darknet ignores dilation here)."""
@@ -57,6 +59,25 @@ def symmetric(p: tuple) -> tuple:
 def blur(antialiasing: int) -> tuple:
     """``(size, pad)`` of Darknet's anti-aliasing blur: 2x2 without padding for ``antialiasing=2``, else 3x3."""
     return (2, 0) if antialiasing == 2 else (3, 1)
+
+
+def letterbox_size(w: int, h: int, net_w: int, net_h: int) -> tuple:
+    """Darknet's ``(new_w, new_h)`` for letterboxing a ``w`` x ``h`` image into ``net_w`` x ``net_h`` (C ints; the
+    comparison of the two scales in float32): ``letterbox_image`` and ``correct_yolo_boxes``."""
+    if np.float32(net_w) / np.float32(w) < np.float32(net_h) / np.float32(h):
+        return net_w, (h * net_w) // w
+    return (w * net_h) // h, net_h
+
+
+def letterbox_paste(new_w: int, new_h: int, net_w: int, net_h: int):
+    """``embed_image`` of a ``new_w`` x ``new_h`` image centred on a ``net_w`` x ``net_h`` canvas: the slices
+    ``(canvas rows, canvas cols, image rows, image cols)`` of the part inside the canvas, or None."""
+    dx, dy = (net_w - new_w) // 2, (net_h - new_h) // 2
+    x0, y0 = max(dx, 0), max(dy, 0)
+    x1, y1 = min(dx + new_w, net_w), min(dy + new_h, net_h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return slice(y0, y1), slice(x0, x1), slice(y0 - dy, y1 - dy), slice(x0 - dx, x1 - dx)
 
 
 def group_slice(channels: int, groups: int, group_id: int) -> tuple:

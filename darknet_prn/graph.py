@@ -26,6 +26,7 @@ ACTIVATIONS = (
     "normalize_channels_softmax_maxval", "loggy", "relu", "relu6", "elu", "selu", "gelu", "relie", "plse",
     "hardtan", "lhtan", "linear", "ramp", "revleaky", "leaky", "tanh", "stair",
 )
+ACTIVATION_ALIASES = {"revleaky": "leaky"}    # names Darknet reads as another activation
 # gain of the default initialisation: 3 for bounded/linear activations, else 6 (matches the oracle generator)
 _GAIN3 = {"linear", "logistic", "tanh", "loggy", "hardtan", "lhtan", "plse", "stair", "normalize_channels",
           "normalize_channels_softmax", "normalize_channels_softmax_maxval"}
@@ -222,8 +223,7 @@ class Context:
 
     def activation(self, default="linear", key="activation") -> str:
         a = self.sec.get_str(key, default)
-        if a == "revleaky":
-            a = "leaky"
+        a = ACTIVATION_ALIASES.get(a, a)
         if a not in ACTIVATIONS:
             warnings.warn(CfgWarning(f"{self.sec.path}:{self.sec.options[key].line}: unknown activation "
                                      f"'{a}', Darknet uses relu"), stacklevel=2)
@@ -972,10 +972,8 @@ def _parse_net(sec: Section, width, height) -> dict:
     inputs = sec.get_int("inputs", 0)
     letter_box = sec.get_int("letter_box", 0)
     sec.touch(*_NET_KEYS)
-    if width is not None:
-        w = int(width)
-    if height is not None:
-        h = int(height)
+    w = w if width is None else int(width)
+    h = h if height is None else int(height)
     if w < 0 or h < 0 or c < 0:
         raise sec.error("width, height and channels must not be negative")
     if w and h and c:

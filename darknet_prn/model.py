@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from . import recurrent  # noqa: F401  (registers the reference modules of rnn, crnn, gru, lstm, conv_lstm)
 from . import weights as wio
+from .engines import check_backend
 from .errors import DarknetError
 from .fileio import read_cfg_file_text
 from .graph import Network, network_from_text
@@ -86,10 +87,7 @@ class Darknet(nn.Module):
         """Selects the eval-mode engine: ``"torch"`` (default: the fast plan), ``"exact"`` (the layer modules,
         as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
         the package); and optionally the thread count ``forward`` uses."""
-        from .fast import ONNX_BACKENDS
-        if backend not in ("torch", "exact") + ONNX_BACKENDS:
-            raise DarknetError(f"unknown backend '{backend}' (torch, exact, {', '.join(ONNX_BACKENDS)})")
-        self.backend = backend
+        self.backend = check_backend(backend)
         if threads is not None:
             self.threads = int(threads) if threads else None
         self._fast_plan = None

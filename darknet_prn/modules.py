@@ -296,6 +296,13 @@ def add_leading(y, f, c):
     return torch.cat([y[:, :c] + f[:, :c], y[:, c:]], 1)
 
 
+def add_sources(y, outs, refs, channels):
+    """``[shortcut]``/``[partial_shortcut]``: the leading ``channels[k]`` channels of each source added."""
+    for i, c in zip(refs, channels):
+        y = add_leading(y, outs[i], c)
+    return y
+
+
 @register("shortcut")
 class Shortcut(DarknetModule):
     def __init__(self, layer):
@@ -315,9 +322,7 @@ class Shortcut(DarknetModule):
         if p["strided"]:
             return activate(self._strided(x, outs[self.refs[0]]), p["activation"])
         if p["weights_type"] == "none":
-            y = x
-            for i, c in zip(self.refs, p["channels"]):
-                y = add_leading(y, outs[i], c)
+            y = add_sources(x, outs, self.refs, p["channels"])
         else:
             w = self._weights(self.weights)
             shape = (-1, 1, 1) if w.dim() == 2 else ()
@@ -347,10 +352,7 @@ class PartialShortcut(DarknetModule):
         self.act = layer.p["activation"]
 
     def forward(self, x, outs):
-        y = x
-        for i, c in zip(self.refs, self.channels):
-            y = add_leading(y, outs[i], c)
-        return activate(y, self.act)
+        return activate(add_sources(x, outs, self.refs, self.channels), self.act)
 
 
 @register("scale_channels")
