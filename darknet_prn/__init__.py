@@ -13,7 +13,10 @@ def __getattr__(name):
     if name == "Detector":
         from .detect import Detector
         return Detector
+    if name == "evaluate":
+        from .evaluation import evaluate
+        return evaluate
     raise AttributeError(name)
 
 
-__all__ = ["Darknet", "Detector", "Network", "load_network", "DarknetError", "CfgError", "WeightsError"]
+__all__ = ["Darknet", "Detector", "evaluate", "Network", "load_network", "DarknetError", "CfgError", "WeightsError"]

@@ -17,6 +17,10 @@ COMMANDS = {
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
     "export": ("darknet_prn.export", "export a model to ONNX"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
+    "map": ("darknet_prn.evaluation", "mean average precision on a labelled list (like darknet detector map)"),
+    "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),
+    "calc-anchors": ("darknet_prn.anchors", "k-means anchors for a dataset (like darknet detector calc_anchors)"),
+    "partial": ("darknet_prn.partial", "the first N layers' weights, e.g. yolov4.conv.137 (like darknet partial)"),
 }
 
 

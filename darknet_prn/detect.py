@@ -28,20 +28,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import coco
 from . import postprocess as post
 from . import preprocess as pre
+from .dataset import names_from_data  # noqa: F401 -- re-exported (it used to live here)
 from .errors import DarknetError
-from .fileio import read_input
+from .fileio import atomic_path, atomic_write, read_input, regular_file_problem
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".ogv", ".asf", ".vob")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")
 
-# Darknet's validate_detector coco category ids for the 80 COCO classes
-COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
-            33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
-            60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -58,35 +56,6 @@ def read_names(path) -> list:
     if not names:
         raise DarknetError("names file is empty", p)
     return names
-
-
-def names_from_data(path) -> str:
-    """The ``names=`` file of a Darknet ``.data`` file, resolved like Darknet (relative to the current
-    directory), else relative to the ``.data`` file's folder or its parent (Darknet's ``cfg/coco.data``)."""
-    p = os.fspath(path)
-    try:
-        with open(p, "rb") as f:
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        raise DarknetError("data file not found", p) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read data file: {e.strerror or e}", p) from None
-    for lineno, line in enumerate(lines, 1):
-        s = line.split("#", 1)[0].strip()
-        if "=" not in s:
-            continue
-        key, val = (t.strip() for t in s.split("=", 1))
-        if key != "names":
-            continue
-        if not val:
-            raise DarknetError("names= is empty", p, lineno)
-        base = os.path.dirname(os.path.abspath(p))
-        for cand in (val, os.path.join(base, val), os.path.join(os.path.dirname(base), val)):
-            if os.path.isfile(cand):
-                return cand
-        raise DarknetError(f"names={val}: file not found (looked in the current directory and beside the data "
-                           f"file)", p, lineno)
-    raise DarknetError("no names= line in the data file", p)
 
 
 def resolve_names(classes: int, names=None, data=None, weights=None, cfg=None) -> tuple:
@@ -284,16 +253,29 @@ class Detector:
         a = pre._check_array(a)
         return np.ascontiguousarray(a if rgb else a[:, :, ::-1])
 
-    def detect(self, image, rgb: bool = False, batch_size: int = 8):
+    def detect(self, image, rgb: bool = False, batch_size: int = 8, errors: str = "return"):
         """Detect objects. ``image``: a path, a numpy ``(H, W, 3)`` uint8 array (**BGR** as OpenCV gives it;
         pass ``rgb=True`` for RGB), or a list/tuple of those (a batch). Returns a list of detection dicts for
-        one image and a list of such lists for a batch. Raises :class:`DarknetError` for unreadable images."""
+        one image and a list of such lists for a batch. One image that cannot be read raises
+        :class:`DarknetError`; in a batch its entry *is* that DarknetError (the other images' results are kept;
+        ``errors="raise"``: raise the first one instead)."""
+        if errors not in ("return", "raise"):
+            raise DarknetError(f"errors={errors!r}: use 'return' or 'raise'")
         single = not isinstance(image, (list, tuple))
         items = [image] if single else list(image)
+        bs = max(1, int(batch_size))
         out = []
-        for s in range(0, len(items), max(1, int(batch_size))):
-            chunk = [self.load(it, rgb) for it in items[s:s + max(1, int(batch_size))]]
-            out.extend(r.detections for r in self.run(chunk))
+        for s in range(0, len(items), bs):
+            loaded = []
+            for it in items[s:s + bs]:
+                try:
+                    loaded.append(self.load(it, rgb))
+                except DarknetError as e:
+                    if single or errors == "raise":
+                        raise
+                    loaded.append(e)
+            good = iter(self.run([im for im in loaded if not isinstance(im, DarknetError)]))
+            out.extend(im if isinstance(im, DarknetError) else next(good).detections for im in loaded)
         return out[0] if single else out
 
     __call__ = detect
@@ -365,12 +347,7 @@ def write_image(path: str, bgr: np.ndarray):
         ok = False
     if not ok:
         raise DarknetError("cannot encode the annotated image", path)
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(buf.tobytes())
-    except OSError as e:
-        raise DarknetError(f"cannot write: {e.strerror or e}", path) from None
+    atomic_write(path, lambda f: f.write(buf.tobytes()), "the annotated image", make_dirs=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -465,13 +442,32 @@ def _is_image_name(path: str) -> bool:
 
 
 def _walk_images(root: str) -> list:
-    found = []
+    """Image files under ``root``, sorted; symlinked directories are followed, each real directory once (a
+    symlink loop or a second link to a folder adds nothing)."""
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         for fn in sorted(filenames):
             if _is_image_name(fn) and not fn.startswith("."):
                 found.append(os.path.join(dirpath, fn))
     return found
+
+
+def _file_item(path: str, rel: str, from_dir: bool = False) -> InputItem:
+    """An image or video item, or an error item for a FIFO, device or socket (reading one would block)."""
+    problem = regular_file_problem(path)
+    if problem:
+        return InputItem("error", path, error=problem)
+    return InputItem("video" if _is_video(path) else "image", path, rel, from_dir=from_dir)
 
 
 def discover_inputs(args_inputs) -> list:
@@ -488,7 +484,7 @@ def discover_inputs(args_inputs) -> list:
             for p in imgs:
                 items.append(InputItem("image", p, os.path.relpath(p, arg), from_dir=True))
         elif os.path.exists(arg):
-            items.append(InputItem("video" if _is_video(arg) else "image", arg, os.path.basename(arg)))
+            items.append(_file_item(arg, os.path.basename(arg)))
         elif _GLOB_CHARS & set(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             files = []
@@ -500,7 +496,7 @@ def discover_inputs(args_inputs) -> list:
             if not files:
                 items.append(InputItem("error", arg, error="no image or video matches this pattern"))
             for p, rel in files:
-                items.append(InputItem("video" if _is_video(p) else "image", p, rel, from_dir=True))
+                items.append(_file_item(p, rel, from_dir=True))
         else:
             items.append(InputItem("error", arg, error="no such file or directory"))
     return items
@@ -595,22 +591,17 @@ class _Session:
 
 def coco_rows(res: ImageResult, classes: int) -> list:
     """COCO results rows (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] clipped to the image, ``score``) as
-    Darknet's ``print_cocos``: image_id = the file name's number when it is one (COCO's names), else the name;
-    category ids mapped to COCO's 1..90 when the head has 80 classes."""
+    Darknet's ``print_cocos``: image_id as :func:`coco.coco_image_id` derives it (``COCO_val2014_000000000042.jpg``
+    -> 42), else the name; category ids mapped to COCO's 1..90 when the head has 80 classes."""
     stem = os.path.splitext(os.path.basename(res.image))[0]
-    image_id = int(stem) if stem.isdigit() else stem
+    image_id = coco.coco_image_id(res.image)
+    if image_id is None:
+        image_id = stem
     if res.frame is not None:
         image_id = f"{stem}#{res.frame}"
-    rows = []
-    for d in res.detections:
-        left, top, bw, bh = d["bbox"]
-        x0, y0 = max(left, 0.0), max(top, 0.0)
-        x1, y1 = min(left + bw, float(res.width)), min(top + bh, float(res.height))
-        cid = d["class_id"]
-        rows.append({"image_id": image_id,
-                     "category_id": COCO_IDS[cid] if classes == 80 and cid < 80 else cid,
-                     "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["confidence"]})
-    return rows
+    return [coco.result_row(image_id, d["class_id"], classes,
+                            coco.clip_box(*d["bbox"], res.width, res.height), d["confidence"])
+            for d in res.detections]
 
 
 def _write_json(path: str, obj, what: str):
@@ -619,15 +610,7 @@ def _write_json(path: str, obj, what: str):
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
         return
-    try:
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        tmp = path + ".part"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DarknetError(f"cannot write the {what} file: {e.strerror or e}", path) from None
+    atomic_write(path, lambda f: f.write((text + "\n").encode("utf-8")), f"the {what} file", make_dirs=True)
 
 
 def _process_images(s: _Session, items: list):
@@ -697,14 +680,13 @@ def _process_video(s: _Session, it: InputItem):
         fps = 25.0
     s.bar = Progress(total if total > 0 else None, os.path.basename(it.path), enabled=not args.no_progress,
                      unit="frame")
-    writer = None
-    out_path = None
+    writer = out = None                               # the VideoWriter, writing to the atomic_path `out`
     bs = max(1, int(args.batch_size))
     frames, idx = [], 0
     got_any = False
 
     def flush():
-        nonlocal writer, out_path
+        nonlocal writer, out
         if not frames:
             return
         try:
@@ -721,13 +703,15 @@ def _process_video(s: _Session, it: InputItem):
             s.emit(res)
             if not args.no_save:
                 bgr = draw_detections(np.ascontiguousarray(rgb[:, :, ::-1]), res.detections, det.classes)
-                if writer is None:
-                    writer, out_path = _open_writer(s, it, fps, bgr.shape[1], bgr.shape[0])
+                if writer is None and out is not False:   # False: no writer could be opened (reported once)
+                    writer, out = _open_writer(s, it, fps, bgr.shape[1], bgr.shape[0])
+                    out = out if writer is not None else False
                 if writer is not None:
                     writer.write(bgr)
             s.bar.update()
         frames.clear()
 
+    done = False
     try:
         while True:
             ok, frame = cap.read()
@@ -741,10 +725,18 @@ def _process_video(s: _Session, it: InputItem):
             if len(frames) >= bs:
                 flush()
         flush()
+        done = True
     finally:
         cap.release()
         if writer is not None:
-            writer.release()
+            writer.release()                          # the file is complete once closed: then renamed
+            if not done:
+                out.abort()
+            else:
+                try:
+                    out.commit()
+                except DarknetError as e:
+                    s.error(e)
         s.bar.close()
         s.bar = None
     if not got_any:
@@ -755,12 +747,16 @@ def _open_writer(s: _Session, it: InputItem, fps: float, w: int, h: int):
     import cv2
     base = it.rel or os.path.basename(it.path)
     for ext, fourcc in ((".mp4", "mp4v"), (".avi", "MJPG")):
-        path = s.out_path(base, force_ext=ext)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        wr = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+        try:
+            out = atomic_path(s.out_path(base, force_ext=ext), "the annotated video", make_dirs=True)
+        except DarknetError as e:
+            s.error(e)
+            return None, None
+        wr = cv2.VideoWriter(out.tmp, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
         if wr.isOpened():
-            return wr, path
+            return wr, out
         wr.release()
+        out.abort()
     s.error(DarknetError("cannot create the annotated video (no usable OpenCV video writer)",
                          os.path.join(s.args.out, base)))
     return None, None
@@ -810,6 +806,9 @@ def run(args) -> int:
                 _write_json(args.json, s.json_rows, "JSON")
             if args.coco:
                 _write_json(args.coco, s.coco_rows, "COCO")
+                if args.thresh > 0.005:
+                    print(f"darknet-prn detect: note: COCO mAP needs low-confidence detections too: use --thresh "
+                          f"0.005, or `darknet-prn valid` (Darknet's 0.001, NMS 0.6)", file=sys.stderr)
         except DarknetError as e:
             s.error(e)
     return 1 if s.errors else 0
