@@ -532,73 +532,105 @@ def test_contrastive_is_refused(tmp_path):
         net.loss(torch.rand(2, 3, 8, 8), np.zeros((2, 1200), np.float32))
 
 
-def test_adam_is_refused():
-    net = Darknet.from_cfg_text(TINY.format(batch=2, subdivisions=1, lr=0.01).replace("policy=constant",
-                                                                                     "policy=constant\nadam=1"),
-                                warn=False)
-    with pytest.raises(DarknetError, match="adam=1"):
-        DarknetOptimizer(net)
+def test_adam_update_by_hand():
+    """adam=1: adam_update_gpu on the conv arrays (decay on all of them, no /batch, t = batch_num)."""
+    net = Darknet.from_cfg_text(TINY.format(batch=2, subdivisions=1, lr=0.01).replace(
+        "policy=constant", "policy=constant\nadam=1\nB1=0.8\nB2=0.99\neps=0.001"), warn=False)
+    net.train()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    opt = DarknetOptimizer(net, iteration=4)
+    b = net.layers[0].biases
+    m = torch.zeros_like(b)
+    v = torch.zeros_like(b)
+    for t in (5, 6):
+        loss, _ = net.loss(x, BOXES)
+        loss.backward()
+        b0, g = b.detach().clone(), b.grad.clone()
+        opt.step()
+        opt.zero_grad()
+        d = -g - 0.0005 * 2 * b0
+        m = 0.8 * m + 0.2 * d
+        v = 0.99 * v + 0.01 * d * d
+        want = b0 + 0.01 * (m / (1 - 0.8 ** t)) / ((v / (1 - 0.99 ** t)).sqrt() + 0.001)
+        torch.testing.assert_close(b.detach(), want, rtol=1e-5, atol=1e-7)
 
 
-# -- [region] (no Darknet oracle: its deltas against the closed form they are the gradient of) ----------------
-REGION = """[net]
+DETECTION = """[net]
 batch=2
-width=32
-height=32
+width=16
+height=16
 channels=3
 
 [convolutional]
-filters=16
+filters=4
 size=3
-stride=8
+stride=2
 pad=1
+activation=leaky
+
+[connected]
+output={out}
 activation=linear
 
-[region]
-anchors=1,1, 2.5,2.5
-bias_match=1
+[detection]
 classes=3
 coords=4
+rescore=0
+side=2
 num=2
 softmax=1
-thresh=.99
-object_scale=5
-noobject_scale=1
-class_scale=1
-coord_scale=1
+sqrt=1
+object_scale=2
+noobject_scale=0.5
+class_scale=1.5
+coord_scale=3
 """
 
 
-def test_region_delta_is_the_gradient_of_its_closed_form():
-    """With the decisions fixed (positive slot: truth cell, anchor by shape; nothing above thresh; seen past
-    12800), Darknet's [region] delta is minus the gradient of 0.5 ns obj^2 (negatives) + 0.5 os (1-obj)^2 +
-    0.5 cs |t - (sx, sy, w, h)|^2 (positive) + class_scale x softmax cross-entropy."""
-    torch.manual_seed(0)
-    net = Darknet.from_cfg_text(REGION, warn=False)
-    net.seen = 20000
+def test_detection_delta_is_the_gradient_of_its_closed_form():
+    """[detection] (YOLOv1) deltas = minus the gradient w.r.t. its (softmax'ed) output of 0.5 ns conf^2
+    (all), 0.5 os (1 - conf)^2 (responsible box), 0.5 cs |t - box|^2 (sqrt w, h), 0.5 cls |onehot - p|^2."""
+    S, C, n = 2, 3, 2
+    torch.manual_seed(1)
+    net = Darknet.from_cfg_text(DETECTION.format(out=S * S * (C + 5 * n)), warn=False)
     net.train()
     kept = {}
-    net.layers[1].register_forward_hook(lambda m, a, o: (a[0].retain_grad(), kept.__setitem__("x", a[0])) and None)
-    boxes = [np.array([[0.40, 0.55, 0.5, 0.5, 2]], np.float32), np.array([[0.8, 0.2, 0.55, 0.45, 0]], np.float32)]
-    loss, stats = net.loss(torch.rand(2, 3, 32, 32), boxes)
+
+    def keep(mod, args, out):
+        args[0].retain_grad()
+        kept["x"], kept["y"] = args[0], out
+    net.layers[2].register_forward_hook(keep)
+    boxes = [np.array([[0.3, 0.2, 0.4, 0.3, 1], [0.8, 0.9, 0.2, 0.2, 2]], np.float32),
+             np.array([[0.6, 0.3, 0.5, 0.5, 0]], np.float32)]
+    loss, stats = net.loss(torch.rand(2, 3, 16, 16), boxes)
     loss.backward()
     ours = -kept["x"].grad
-    x = kept["x"].detach().clone().requires_grad_(True)
-    v = x.view(2, 2, 8, 4, 4).permute(0, 3, 4, 1, 2)             # (B, h, w, anchor, 8)
-    obj = torch.sigmoid(v[..., 4])
-    ref = 0.5 * (obj ** 2).sum()
-    for b, t in enumerate(boxes):
-        tx, ty, tw, th, c = t[0]
-        i, j = int(tx * 4), int(ty * 4)
-        a = 1                                                     # w, h 0.625 vs 0.25: the second anchor
-        s = v[b, j, i, a]
-        ref = ref - 0.5 * torch.sigmoid(s[4]) ** 2 + 0.5 * 5 * (1 - torch.sigmoid(s[4])) ** 2
-        target = torch.tensor([tx * 4 - i, ty * 4 - j, math.log(tw * 4 / 2.5), math.log(th * 4 / 2.5)])
-        pred = torch.stack([torch.sigmoid(s[0]), torch.sigmoid(s[1]), s[2], s[3]])
-        ref = ref + 0.5 * ((target - pred) ** 2).sum() - torch.log_softmax(s[5:], 0)[int(c)]
+    y = kept["y"].detach().clone().requires_grad_(True)
+    conf = y[:, S * S * C:S * S * (C + n)]
+    ref = 0.5 * 0.5 * (conf ** 2).sum()
+    from darknet_prn.train.box import box_iou
+    for b, bx in enumerate(boxes):
+        for x, yy, w, h, c in bx:
+            col, row = int(x * S), int(yy * S)
+            cell = col + row * S
+            tbox = ((x * S - col) / S, (yy * S - row) / S, w, h)
+            yv = y.detach()[b]
+            ious, rmses = [], []
+            for j in range(n):
+                k = S * S * (C + n) + (cell * n + j) * 4
+                p = [float(v) for v in yv[k:k + 4]]
+                p = (p[0] / S, p[1] / S, p[2] ** 2, p[3] ** 2)
+                ious.append(box_iou(p, tbox))
+                rmses.append(math.dist(p, tbox))
+            j = int(np.argmax(ious)) if max(ious) > 0 else int(np.argmin(rmses))   # Darknet: rmse when no overlap
+            pc = S * S * C + cell * n + j
+            ref = ref - 0.5 * 0.5 * y[b, pc] ** 2 + 0.5 * 2 * (1 - y[b, pc]) ** 2
+            k = S * S * (C + n) + (cell * n + j) * 4
+            t = torch.tensor([x * S - col, yy * S - row, math.sqrt(w), math.sqrt(h)])
+            ref = ref + 0.5 * 3 * ((t - y[b, k:k + 4]) ** 2).sum()
+            onehot = torch.nn.functional.one_hot(torch.tensor(int(c)), C).float()
+            ref = ref + 0.5 * 1.5 * ((onehot - y[b, cell * C:cell * C + C]) ** 2).sum()
     ref.backward()
-    torch.testing.assert_close(ours, -x.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ours, -y.grad.view_as(ours), rtol=1e-4, atol=1e-6)
     st = stats["heads"][0]
-    assert st["type"] == "region" and st["count"] == 2
-    assert st["line"].startswith("Region Avg IOU: ") and "count: 2" in st["line"]
-    assert st["cost"] == pytest.approx(float((ours.double() ** 2).sum()), rel=1e-5)
+    assert st["type"] == "detection" and st["count"] == 3 and st["line"].startswith("Detection Avg IOU: ")

@@ -1,7 +1,7 @@
 """The loss layers of a training forward: each turns Darknet's ``l.delta`` (minus the gradient it sends to its
 input) into a torch loss term whose gradient is exactly that and whose value is Darknet's ``l.cost``.
 
-``[yolo]`` (``yolo_loss``), ``[region]`` (``region_loss``), ``[softmax]`` with net.truth (``softmax_x_ent``: delta ``t - p``, cost
+``[yolo]`` (``yolo_loss``), ``[region]`` (``region_loss``), ``[detection]`` (``detection_loss``), ``[softmax]`` with net.truth (``softmax_x_ent``: delta ``t - p``, cost
 ``-log p`` at the labels) and ``[cost]`` (sse / masked / smooth; ``backward_cost_layer`` scales by ``scale``).
 Darknet's ``[softmax]`` backward passes its delta on unchanged (no softmax Jacobian); the module does the same
 in training mode.
@@ -12,15 +12,15 @@ import numpy as np
 import torch
 
 from ..errors import DarknetError
+from .detection_loss import DetectionParams, detection_delta
 from .region_loss import RegionParams, region_delta
 from .yolo_loss import YoloParams, yolo_delta
 
-LOSS_TYPES = ("yolo", "region", "softmax", "cost")
+LOSS_TYPES = ("yolo", "region", "detection", "softmax", "cost")
 DETECTION_HEADS = ("yolo", "gaussian_yolo", "region", "detection")
 UNSUPPORTED = {
     "contrastive": "[contrastive] (self-supervised embedding loss) training is not supported",
     "gaussian_yolo": "[Gaussian_yolo] training is not supported yet (only [yolo] detection heads)",
-    "detection": "[detection] training is not supported yet (only [yolo] detection heads)",
 }
 SECRET_NUM = -1234.0      # darknet.h: masked cost entries
 
@@ -41,6 +41,12 @@ def yolo_head(layer, x, y, truth, net_w, net_h):
 def region_head(layer, x, y, truth, seen):
     prm = RegionParams.from_layer(layer)
     delta, st = region_delta(prm, y.detach().cpu().numpy(), truth, seen, tuple(layer.in_shape))
+    return surrogate(x, delta, st["cost"]), st
+
+
+def detection_head(layer, x, y, truth):
+    prm = DetectionParams.from_layer(layer)
+    delta, st = detection_delta(prm, y.detach().cpu().numpy().reshape(y.shape[0], -1), truth)
     return surrogate(x, delta, st["cost"]), st
 
 

@@ -8,6 +8,7 @@ Per step, with ``B = batch * time_steps`` of ``[net]`` (= Darknet's ``net.batch 
     biases / scales / standalone [batchnorm]: no decay
     weighted [shortcut]:  U = clip(U, -1, 1), no decay (``update_shortcut_layer_gpu``)
     [connected]: never updated (``make_connected_layer`` never sets ``l.train``)
+``adam=1`` (B1, B2, eps): convolutional layers take ``adam_update_gpu`` instead (Darknet's GPU build).
 """
 from __future__ import annotations
 
@@ -138,8 +139,10 @@ class DarknetOptimizer:
 
     def __init__(self, net, iteration: int | None = None, **overrides):
         sec = net_section(net)
-        if sec.get_int("adam", 0):
-            raise DarknetError("adam=1 is not supported by DarknetOptimizer (Darknet's SGD only)", sec.path, sec.line)
+        self.adam = bool(sec.get_int("adam", 0))
+        if self.adam:
+            self.B1, self.B2 = _f32(sec.get_float("B1", .9)), _f32(sec.get_float("B2", .999))
+            self.eps = _f32(sec.get_float("eps", .000001))
         self.net = net
         self.batch = images_per_update(sec)
         self.momentum = _f32(overrides.pop("momentum", sec.get_float("momentum", 0.9)))
@@ -158,6 +161,9 @@ class DarknetOptimizer:
             net.seen = self.iteration * self.batch
         self.groups = self._groups()
         self.buffers = {id(p): torch.zeros_like(p) for g in self.groups for p, _ in g["params"]}
+        if self.adam:                     # adam_update_gpu's m and v (convolutional layers)
+            self.moments = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for g in self.groups
+                            if g["type"] == "convolutional" for p, _ in g["params"]}
 
     def _groups(self):
         """(param, array name) per layer with Darknet's rule for it (decay on 'weights'; clip for shortcuts)."""
@@ -187,6 +193,9 @@ class DarknetOptimizer:
         B = self.batch
         for g in self.groups:
             lr = _f32(rate * g["lr_scale"] / self.loss_scale)
+            if self.adam and g["type"] == "convolutional":
+                self._adam(g, lr)
+                continue
             for p, name in g["params"]:
                 u = self.buffers[id(p)]
                 if p.grad is not None:
@@ -201,6 +210,20 @@ class DarknetOptimizer:
         self.net.seen = self.net.seen + B
         return rate
 
+    def _adam(self, g, lr):
+        """``adam_update_gpu`` (Darknet's GPU build; ``update_convolutional_layer_gpu`` with ``adam=1``): every
+        array (biases and scales too) gets the decay; the step is not divided by the batch; t = batch_num."""
+        t = self.batch_num
+        for p, _ in g["params"]:
+            m, v = self.moments[id(p)]
+            d = -p.grad if p.grad is not None else torch.zeros_like(p)
+            d = d - self.decay * self.batch * self.loss_scale * p
+            m.mul_(self.B1).add_(d, alpha=1 - self.B1)
+            v.mul_(self.B2).add_(d * d, alpha=1 - self.B2)
+            mhat = m / (1 - self.B1 ** t)
+            vhat = v / (1 - self.B2 ** t)
+            p.add_(lr * mhat / (vhat.sqrt() + self.eps))
+
     def zero_grad(self, set_to_none: bool = True):
         for g in self.groups:
             for p, _ in g["params"]:
@@ -210,8 +233,11 @@ class DarknetOptimizer:
                     p.grad.zero_()
 
     def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "buffers": [self.buffers[id(p)].clone() for g in self.groups
-                                                         for p, _ in g["params"]]}
+        state = {"iteration": self.iteration, "buffers": [self.buffers[id(p)].clone() for g in self.groups
+                                                          for p, _ in g["params"]]}
+        if self.adam:
+            state["moments"] = [tuple(t.clone() for t in mv) for mv in self.moments.values()]
+        return state
 
     def load_state_dict(self, state: dict):
         self.iteration = int(state["iteration"])
@@ -220,3 +246,6 @@ class DarknetOptimizer:
             raise DarknetError("optimizer state does not fit this model")
         for b, s in zip(bufs, state["buffers"]):
             b.copy_(s)
+        for mv, saved in zip(self.moments.values() if self.adam else (), state.get("moments", ())):
+            for t, s in zip(mv, saved):
+                t.copy_(s)

@@ -14,7 +14,7 @@ from .truth import classifier_truth, detection_truth
 
 def _truth_for(net, truth, batch: int) -> np.ndarray:
     layers = net.graph.layers
-    yolo = [l for l in layers if l.type in ("yolo", "region")]
+    yolo = [l for l in layers if l.type in ("yolo", "region", "detection")]
     if yolo:
         return detection_truth(truth, batch, max(l.section.get_int("max", 200) for l in yolo))
     first = next(l for l in layers if l.type in ("softmax", "cost"))
@@ -44,6 +44,8 @@ def training_loss(net, x: torch.Tensor, truth, verbose: bool = False):
         elif l.type == "region":
             # train_network_datum adds the mini-batch to seen before its forward
             t, st = heads.region_head(l, outs[i - 1], outs[i], T, net.seen + x.shape[0])
+        elif l.type == "detection":
+            t, st = heads.detection_head(l, outs[i - 1], outs[i], T)
         elif l.type == "softmax":
             if l.section.get_int("noloss", 0):
                 continue
