@@ -634,3 +634,156 @@ def test_detection_delta_is_the_gradient_of_its_closed_form():
     torch.testing.assert_close(ours, -y.grad.view_as(ours), rtol=1e-4, atol=1e-6)
     st = stats["heads"][0]
     assert st["type"] == "detection" and st["count"] == 3 and st["line"].startswith("Detection Avg IOU: ")
+
+
+GAUSSIAN = """[net]
+batch=2
+width=32
+height=32
+channels=3
+
+[convolutional]
+filters=22
+size=3
+stride=8
+pad=1
+activation=linear
+
+[Gaussian_yolo]
+mask=0,1
+anchors=8,8, 20,20
+classes=2
+num=2
+ignore_thresh=1
+iou_normalizer=0.5
+uc_normalizer=0.8
+"""
+
+
+def test_gaussian_yolo_delta_is_the_gradient_of_its_gaussian_nll():
+    """[Gaussian_yolo] (mse): minus the gradient w.r.t. its output of s/2 [in (t - mu)^2 / (2 sigma^2) +
+    uc log(sigma + 0.3)] per coordinate (s = 2 - w h, in = iou_normalizer, uc = uc_normalizer), 0.5 obj^2
+    (negatives), 0.5 (1 - obj)^2 and 0.5 |onehot - p|^2 (positive), the delta passed on unchanged."""
+    torch.manual_seed(2)
+    net = Darknet.from_cfg_text(GAUSSIAN, warn=False)
+    net.train()
+    kept = {}
+
+    def keep(mod, args, out):
+        args[0].retain_grad()
+        kept["x"], kept["y"] = args[0], out
+    net.layers[1].register_forward_hook(keep)
+    boxes = [np.array([[0.40, 0.55, 0.3, 0.3, 1]], np.float32), np.array([[0.8, 0.2, 0.7, 0.6, 0]], np.float32)]
+    loss, stats = net.loss(torch.rand(2, 3, 32, 32), boxes)
+    loss.backward()
+    ours = -kept["x"].grad
+    y = kept["y"].detach().clone().requires_grad_(True)
+    v = y.view(2, 2, 11, 4, 4)
+    ref = 0.5 * (v[:, :, 8] ** 2).sum()
+    for b, t in enumerate(boxes):
+        tx, ty, tw, th, c = (float(z) for z in t[0])
+        i, j = int(tx * 4), int(ty * 4)
+        a = 0 if tw * th < 0.1 else 1                 # anchors 8/32 and 20/32 by shape IoU
+        aw = (8, 20)[a]
+        s = v[b, a, :, j, i]
+        scale = 2 - tw * th
+        targets = (tx * 4 - i, ty * 4 - j, math.log(tw * 32 / aw), math.log(th * 32 / aw))
+        for k, tk in enumerate(targets):
+            mu, sig = s[2 * k], s[2 * k + 1]
+            ref = ref + 0.5 * scale * 0.5 * (tk - mu) ** 2 / (2 * sig.detach() ** 2)          # iou_normalizer
+            ref = ref + 0.5 * scale * 0.8 * ((tk - mu.detach()) ** 2 / (2 * sig ** 2) + torch.log(sig + 0.3))
+        ref = ref - 0.5 * s[8] ** 2 + 0.5 * (1 - s[8]) ** 2
+        onehot = torch.nn.functional.one_hot(torch.tensor(int(c)), 2).float()
+        ref = ref + 0.5 * ((onehot - s[9:]) ** 2).sum()
+    ref.backward()
+    torch.testing.assert_close(ours, -y.grad, rtol=1e-4, atol=1e-6)
+    st = stats["heads"][0]
+    assert st["type"] == "gaussian_yolo" and st["count"] == 2 and st["line"].startswith("Region 1 Avg IOU: ")
+
+
+# -- [region] (no Darknet oracle: its deltas against the closed form they are the gradient of) ----------------
+REGION = """[net]
+batch=2
+width=32
+height=32
+channels=3
+
+[convolutional]
+filters=16
+size=3
+stride=8
+pad=1
+activation=linear
+
+[region]
+anchors=1,1, 2.5,2.5
+bias_match=1
+classes=3
+coords=4
+num=2
+softmax=1
+thresh=.99
+object_scale=5
+noobject_scale=1
+class_scale=1
+coord_scale=1
+"""
+
+
+def test_region_delta_is_the_gradient_of_its_closed_form():
+    """With the decisions fixed (positive slot: truth cell, anchor by shape; nothing above thresh; seen past
+    12800), Darknet's [region] delta is minus the gradient of 0.5 ns obj^2 (negatives) + 0.5 os (1-obj)^2 +
+    0.5 cs |t - (sx, sy, w, h)|^2 (positive) + class_scale x softmax cross-entropy."""
+    torch.manual_seed(0)
+    net = Darknet.from_cfg_text(REGION, warn=False)
+    net.seen = 20000
+    net.train()
+    kept = {}
+
+    def keep(mod, args, out):
+        args[0].retain_grad()
+        kept["x"] = args[0]
+    net.layers[1].register_forward_hook(keep)
+    boxes = [np.array([[0.40, 0.55, 0.5, 0.5, 2]], np.float32), np.array([[0.8, 0.2, 0.55, 0.45, 0]], np.float32)]
+    loss, stats = net.loss(torch.rand(2, 3, 32, 32), boxes)
+    loss.backward()
+    ours = -kept["x"].grad
+    x = kept["x"].detach().clone().requires_grad_(True)
+    v = x.view(2, 2, 8, 4, 4).permute(0, 3, 4, 1, 2)             # (B, h, w, anchor, 8)
+    obj = torch.sigmoid(v[..., 4])
+    ref = 0.5 * (obj ** 2).sum()
+    for b, t in enumerate(boxes):
+        tx, ty, tw, th, c = t[0]
+        i, j = int(tx * 4), int(ty * 4)
+        a = 1                                                     # w, h 0.625 vs 0.25: the second anchor
+        s = v[b, j, i, a]
+        ref = ref - 0.5 * torch.sigmoid(s[4]) ** 2 + 0.5 * 5 * (1 - torch.sigmoid(s[4])) ** 2
+        target = torch.tensor([tx * 4 - i, ty * 4 - j, math.log(tw * 4 / 2.5), math.log(th * 4 / 2.5)])
+        pred = torch.stack([torch.sigmoid(s[0]), torch.sigmoid(s[1]), s[2], s[3]])
+        ref = ref + 0.5 * ((target - pred) ** 2).sum() - torch.log_softmax(s[5:], 0)[int(c)]
+    ref.backward()
+    torch.testing.assert_close(ours, -x.grad, rtol=1e-4, atol=1e-6)
+    st = stats["heads"][0]
+    assert st["type"] == "region" and st["count"] == 2
+    assert st["line"].startswith("Region Avg IOU: ") and "count: 2" in st["line"]
+    assert st["cost"] == pytest.approx(float((ours.double() ** 2).sum()), rel=1e-5)
+
+
+def test_region_prior_pulls_boxes_to_anchors_early():
+    """seen < 12800: every slot's box delta is 0.01 x (cell centre / anchor - prediction), Darknet's warm-up."""
+    torch.manual_seed(0)
+    net = Darknet.from_cfg_text(REGION, warn=False)
+    net.train()
+    kept = {}
+
+    def keep(mod, args, out):
+        args[0].retain_grad()
+        kept["x"] = args[0]
+    net.layers[1].register_forward_hook(keep)
+    loss, _ = net.loss(torch.rand(2, 3, 32, 32), [np.zeros((0, 5), np.float32)] * 2)
+    loss.backward()
+    d = (-kept["x"].grad).view(2, 2, 8, 4, 4)
+    x = kept["x"].detach().view(2, 2, 8, 4, 4)
+    sx = torch.sigmoid(x[:, :, 0])
+    torch.testing.assert_close(d[:, :, 0], 0.01 * (0.5 - sx) * sx * (1 - sx))
+    torch.testing.assert_close(d[:, :, 2], -0.01 * x[:, :, 2])

@@ -1,7 +1,7 @@
 """The loss layers of a training forward: each turns Darknet's ``l.delta`` (minus the gradient it sends to its
 input) into a torch loss term whose gradient is exactly that and whose value is Darknet's ``l.cost``.
 
-``[yolo]`` (``yolo_loss``), ``[region]`` (``region_loss``), ``[detection]`` (``detection_loss``), ``[softmax]`` with net.truth (``softmax_x_ent``: delta ``t - p``, cost
+``[yolo]`` (``yolo_loss``), ``[Gaussian_yolo]`` (``gaussian_loss``), ``[region]`` (``region_loss``), ``[detection]`` (``detection_loss``), ``[softmax]`` with net.truth (``softmax_x_ent``: delta ``t - p``, cost
 ``-log p`` at the labels) and ``[cost]`` (sse / masked / smooth; ``backward_cost_layer`` scales by ``scale``).
 Darknet's ``[softmax]`` backward passes its delta on unchanged (no softmax Jacobian); the module does the same
 in training mode.
@@ -13,14 +13,14 @@ import torch
 
 from ..errors import DarknetError
 from .detection_loss import DetectionParams, detection_delta
+from .gaussian_loss import GaussianParams, gaussian_delta
 from .region_loss import RegionParams, region_delta
 from .yolo_loss import YoloParams, yolo_delta
 
-LOSS_TYPES = ("yolo", "region", "detection", "softmax", "cost")
+LOSS_TYPES = ("yolo", "gaussian_yolo", "region", "detection", "softmax", "cost")
 DETECTION_HEADS = ("yolo", "gaussian_yolo", "region", "detection")
 UNSUPPORTED = {
     "contrastive": "[contrastive] (self-supervised embedding loss) training is not supported",
-    "gaussian_yolo": "[Gaussian_yolo] training is not supported yet (only [yolo] detection heads)",
 }
 SECRET_NUM = -1234.0      # darknet.h: masked cost entries
 
@@ -35,6 +35,12 @@ def surrogate(x: torch.Tensor, delta: np.ndarray, cost: float, factor: float = 1
 def yolo_head(layer, x, y, truth, net_w, net_h):
     prm = YoloParams.from_layer(layer)
     delta, st = yolo_delta(prm, y.detach().cpu().numpy(), truth, net_w, net_h)
+    return surrogate(x, delta, st["cost"], prm.delta_normalizer), st
+
+
+def gaussian_head(layer, x, y, truth, net_w, net_h):
+    prm = GaussianParams.from_layer(layer)
+    delta, st = gaussian_delta(prm, y.detach().cpu().numpy(), truth, net_w, net_h)
     return surrogate(x, delta, st["cost"], prm.delta_normalizer), st
 
 

@@ -14,7 +14,7 @@ from .truth import classifier_truth, detection_truth
 
 def _truth_for(net, truth, batch: int) -> np.ndarray:
     layers = net.graph.layers
-    yolo = [l for l in layers if l.type in ("yolo", "region", "detection")]
+    yolo = [l for l in layers if l.type in heads.DETECTION_HEADS]
     if yolo:
         return detection_truth(truth, batch, max(l.section.get_int("max", 200) for l in yolo))
     first = next(l for l in layers if l.type in ("softmax", "cost"))
@@ -41,6 +41,8 @@ def training_loss(net, x: torch.Tensor, truth, verbose: bool = False):
         i = l.index
         if l.type == "yolo":
             t, st = heads.yolo_head(l, outs[i - 1], outs[i], T, net_w, net_h)
+        elif l.type == "gaussian_yolo":
+            t, st = heads.gaussian_head(l, outs[i - 1], outs[i], T, net_w, net_h)
         elif l.type == "region":
             # train_network_datum adds the mini-batch to seen before its forward
             t, st = heads.region_head(l, outs[i - 1], outs[i], T, net.seen + x.shape[0])

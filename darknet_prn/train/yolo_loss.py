@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CfgError
-from .box import IOU_KINDS, box_ciou, box_diou, box_giou, box_iou, box_iou_kind, dx_box_iou, iou_many
+from .box import IOU_KINDS, box_giou, box_iou, box_iou_kind, dx_box_iou, iou_many
 from .truth import image_boxes
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -80,10 +80,6 @@ class YoloParams:
 
 def _float_to_int(v: float) -> int:
     return int(v)            # C's (int) conversion truncates toward zero
-
-
-class _Image:
-    """Darknet's per-image loop state for one ``process_batch`` call."""
 
 
 def yolo_delta(prm: YoloParams, out: np.ndarray, truth: np.ndarray, net_w: int, net_h: int):
@@ -302,6 +298,3 @@ def _finish_stats(prm, d, st, B, cells):
                 no_obj_avg=st["avg_anyobj"] / (cells * B), recall50=st["recall"] / count,
                 recall75=st["recall75"] / count, total_bbox=st["total_bbox"], rewritten_bbox=st["rewritten_bbox"],
                 line=line)
-
-
-__all__ = ["YoloParams", "yolo_delta", "box_ciou", "box_diou"]
