@@ -87,6 +87,7 @@ class Darknet(nn.Module):
     # -- inference fast path (darknet_prn.fast; docs/performance.md) ---------------------------------------
     backend = "torch"      # eval-mode engine: torch (the FastPlan), exact (module by module), onnxruntime, openvino
     threads = None         # if set, forward() calls torch.set_num_threads(threads) (process-wide) first
+    precision = "f32"      # eval-mode precision: f32 (Darknet-exact), bf16, fp16 (darknet_prn.precision)
     _fast_plan = None
 
     def forward(self, x: torch.Tensor):
@@ -98,13 +99,19 @@ class Darknet(nn.Module):
             return self._run(x, keep_all=False)
         return self.fast_forward(x)
 
-    def set_backend(self, backend: str = "torch", threads: int | None = None) -> "Darknet":
+    def set_backend(self, backend: str = "torch", threads: int | None = None, precision: str | None = None
+                    ) -> "Darknet":
         """Selects the eval-mode engine: ``"torch"`` (default: the fast plan), ``"exact"`` (the layer modules,
         as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
-        the package); and optionally the thread count ``forward`` uses."""
+        the package); optionally the thread count ``forward`` uses, and the ``precision``: ``"f32"`` (default,
+        Darknet-exact), ``"bf16"`` (CPUs with BF16, CUDA; torch and openvino backends) or ``"fp16"`` (CUDA)."""
         from .fast import ONNX_BACKENDS
+        from .precision import check_backend_precision
         if backend not in ("torch", "exact") + ONNX_BACKENDS:
             raise DarknetError(f"unknown backend '{backend}' (torch, exact, {', '.join(ONNX_BACKENDS)})")
+        if precision is not None:
+            check_backend_precision(backend, precision, self._device())
+            self.precision = precision
         self.backend = backend
         if threads is not None:
             self.threads = int(threads) if threads else None
@@ -119,11 +126,17 @@ class Darknet(nn.Module):
         backend = "torch" if self.backend == "exact" else self.backend
         plan = self._fast_plan
         if plan is None or plan.backend != backend or plan.fingerprint != fingerprint(self) or \
+                plan.precision != self.precision or \
                 (backend != "torch" and plan.threads != (self.threads or torch.get_num_threads())):
             self._fast_plan = None                 # free the old plan's folded weights before building
-            plan = FastPlan(self) if backend == "torch" else OnnxPlan(self, backend, self.threads)
+            plan = FastPlan(self, precision=self.precision) if backend == "torch" else \
+                OnnxPlan(self, backend, self.threads, precision=self.precision)
             self._fast_plan = plan
         return plan
+
+    def _device(self):
+        p = next(iter(self.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
 
     def invalidate_fast_plan(self):
         """Drops the compiled plan (it is rebuilt on the next eval-mode forward)."""
