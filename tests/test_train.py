@@ -787,3 +787,59 @@ def test_region_prior_pulls_boxes_to_anchors_early():
     sx = torch.sigmoid(x[:, :, 0])
     torch.testing.assert_close(d[:, :, 0], 0.01 * (0.5 - sx) * sx * (1 - sx))
     torch.testing.assert_close(d[:, :, 2], -0.01 * x[:, :, 2])
+
+
+# -- [yolo] options no shared case uses: the delta at the positive slot against Darknet's formulas -----------
+def _positive_slot(net, extra):
+    """Loss layer 3 of TINY with `extra` keys: (output, delta from the input gradient) at the one truth's slot."""
+    cfg = TINY.format(batch=2, subdivisions=1, lr=0.01).replace("random=0", "random=0\n" + extra)
+    net = Darknet.from_cfg_text(cfg, warn=False)
+    torch.manual_seed(0)
+    net.train()
+    kept = {}
+
+    def keep(mod, args, out):
+        args[0].retain_grad()
+        kept["x"], kept["y"] = args[0], out
+    net.layers[3].register_forward_hook(keep)
+    boxes = [np.array([[0.55, 0.45, 0.4, 0.4, 1]], np.float32), np.zeros((0, 5), np.float32)]
+    loss, stats = net.loss(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7)), boxes)
+    loss.backward()
+    # 8x8 grid, cell (4, 3); a 12.8 px square truth: anchor 12x12 (shape IoU .88) -> mask index 1
+    y = kept["y"].detach().view(2, 3, 7, 8, 8)[0, 1, :, 3, 4]
+    d = (-kept["x"].grad).view(2, 3, 7, 8, 8)[0, 1, :, 3, 4]
+    return y, d, stats, (-kept["x"].grad)
+
+
+@pytest.mark.parametrize("extra,cls_delta", [
+    ("", lambda p, c: (torch.arange(2) == c).float() - p),
+    ("label_smooth_eps=0.1", lambda p, c: (torch.arange(2) == c).float() * 0.9 + 0.05 - p),
+    ("focal_loss=1", lambda p, c: ((torch.arange(2) == c).float() - p) * 0.5
+     * -(1 - p[c]) * (2 * p[c] * torch.log(p[c]) + p[c] - 1)),
+    ("counters_per_class=100,25\ncls_normalizer=0.5", lambda p, c: ((torch.arange(2) == c).float() - p)
+     * torch.tensor([1.0, 4.0 * 0.5])),
+])
+def test_yolo_class_delta_options(extra, cls_delta):
+    y, d, _, _ = _positive_slot(None, extra)
+    torch.testing.assert_close(d[5:], cls_delta(y[5:], 1), rtol=1e-5, atol=1e-6)
+    mult = 4.0 if "counters" in extra else 1.0
+    torch.testing.assert_close(d[4], mult * (1 - y[4]), rtol=1e-5, atol=1e-6)
+
+
+def test_yolo_delta_normalizer_scales_the_whole_delta():
+    _, _, _, full = _positive_slot(None, "")
+    _, _, _, half = _positive_slot(None, "delta_normalizer=0.5")
+    torch.testing.assert_close(half, 0.5 * full)
+
+
+@pytest.mark.parametrize("kind", ["iou", "giou", "diou", "ciou"])
+def test_yolo_iou_loss_box_delta_is_dx_box_iou(kind):
+    from darknet_prn.train.box import dx_box_iou
+    y, d, stats, _ = _positive_slot(None, f"iou_loss={kind}\niou_normalizer=0.3")
+    x = y[:4].double()
+    pred = ((4 + x[0].item()) / 8, (3 + x[1].item()) / 8, math.exp(x[2].item()) * 12 / 32,
+            math.exp(x[3].item()) * 12 / 32)
+    g = dx_box_iou(pred, (0.55, 0.45, 0.4, 0.4), kind)
+    want = torch.tensor([g[0], g[1], g[2] * math.exp(x[2].item()), g[3] * math.exp(x[3].item())]) * 0.3
+    torch.testing.assert_close(d[:4].double(), want.double(), rtol=1e-4, atol=1e-6)
+    assert stats["heads"][0]["line"].startswith(f"v3 ({'giou' if kind == 'giou' else 'iou'} loss")
