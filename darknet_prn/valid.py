@@ -16,7 +16,8 @@ import numpy as np
 from . import coco
 from .dataset import DataConfig, read_list
 from .errors import DarknetError
-from .evaluation import EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, _check_common, _common, _make_detector, run_detector
+from .evaluation import (EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, _check_common, _common, _make_detector,
+                         run_detector)
 from .fileio import atomic_write
 
 
