@@ -1,6 +1,7 @@
 """darknet-prn: Darknet models (cfg + .weights) in PyTorch, faithful to Darknet layer by layer."""
 from .errors import CfgError, DarknetError, WeightsError
 from .graph import Network, load_network
+from .threads import set_threads
 
 __version__ = "0.1.0"
 
@@ -19,4 +20,5 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Darknet", "Detector", "evaluate", "Network", "load_network", "DarknetError", "CfgError", "WeightsError"]
+__all__ = ["Darknet", "Detector", "evaluate", "Network", "load_network", "set_threads", "DarknetError", "CfgError",
+           "WeightsError"]

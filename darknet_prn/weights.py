@@ -165,7 +165,7 @@ def _preadv(fd: int, views: list, offset: int) -> int:
 def _read_into(fd: int, views: list, offset: int) -> None:
     """Fills ``views`` (consecutive in the file from ``offset``) with as few ``preadv`` calls as the OS allows
     (Linux moves at most ~2 GiB per call; a short read continues where it stopped)."""
-    pending = [memoryview(v).cast("B") for v in views]
+    pending = [m for m in (memoryview(v).cast("B") for v in views) if m.nbytes]   # (none: a cfg without weights)
     i = 0
     while i < len(pending):
         got = _preadv(fd, pending[i:i + _IOV_MAX], offset)
@@ -313,4 +313,4 @@ def save_weights(model, path, header: Header | None = None, upto: int | None = N
                 arr = model.tensor(layer.index, spec.name).detach().to("cpu", copy=False).contiguous().numpy()
                 f.write(_to_file(arr.astype("<f4", copy=False), spec, transpose).tobytes())
 
-    atomic_write(path, write, "weights", WeightsError)
+    atomic_write(path, write, "weights", WeightsError, fsync=True)
