@@ -87,11 +87,10 @@ def check_options(points: int, iou_thresh: float, thresh: float) -> None:
         raise DarknetError(f"--thresh {thresh}: must be in [0, 1]")
 
 
-def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads, width=None,
-                   height=None):
+def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads):
     from .detect import Detector
     return Detector(cfg, weights, names=names, thresh=thresh, nms=nms, hier=hier, letterbox=letterbox,
-                    device=device, backend=backend, threads=threads, width=width, height=height)
+                    device=device, backend=backend, threads=threads)
 
 
 def _letterbox(det, flag: bool, say) -> None:
@@ -115,6 +114,8 @@ def _load(det, path):
         err = None
     except DarknetError as e:
         rgb, err = np.zeros((10, 10, 3), np.uint8), e
+    except Exception as e:  # noqa: BLE001 -- a corrupt file is one counted image, never a traceback
+        rgb, err = np.zeros((10, 10, 3), np.uint8), DarknetError(f"cannot decode ({type(e).__name__}: {e})", path)
     h, w = rgb.shape[:2]
     return det.prepare(rgb), w, h, err
 

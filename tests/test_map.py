@@ -163,3 +163,14 @@ def test_confusion_matrix_counts(collected):
     assert m[:C].sum() == r.unique_truth_count == 28            # every label once: matched or missed
     assert m[:, :C].sum() == r.tp + r.fp == 24                  # every detection above 0.25 once
     assert m[16, 16] == 3 and m[17, 17] == 5                    # dogs, horses found
+
+
+def test_difficult_detections_leave_the_ranking():
+    """Darknet's `difficult=`: a detection without a truth that matches a difficult label is dropped from the AP
+    ranking (detections_count) -- but still counted as FP at --thresh, as Darknet counts it."""
+    acc = MapAccumulator(classes=1)
+    boxes = np.array([[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1]], np.float32)
+    acc.add(boxes, np.array([[0.9], [0.8]], np.float32), np.array([[0, 0.2, 0.2, 0.1, 0.1]], np.float32),
+            difficult=np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32))
+    r = acc.result(0)
+    assert r.detections_count == 1 and r.classes[0].ap == 1.0 and (r.tp, r.fp) == (1, 1)
