@@ -60,7 +60,7 @@ class ImageDetections:
 
 
 @dataclass
-class Collected:
+class MapDetections:
     """The detections and labels of a whole list: score them as often as needed (:meth:`score`)."""
     images: list
     classes: int
@@ -159,8 +159,8 @@ def _sparse(path, w, h, dets) -> ImageDetections:
 
 
 def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: str = "torch", threads=None,
-            batch_size: int = 1, progress: bool | None = None, say=None) -> Collected:
-    """Run ``detector map``'s detection pass over the ``valid=`` list of ``data``: -> :class:`Collected`."""
+            batch_size: int = 1, progress: bool | None = None, say=None) -> MapDetections:
+    """Run ``detector map``'s detection pass over the ``valid=`` list of ``data``: -> :class:`MapDetections`."""
     say = say or (lambda m: print(f"darknet-prn map: {m}", file=sys.stderr))
     dc = DataConfig.read(data)
     valid = dc.valid
@@ -199,7 +199,7 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
     if missing_labels:
         say(f"warning: {len(missing_labels)} of {len(images)} images have no label file (images without "
             f"objects), e.g. {label_path(missing_labels[0])}")
-    return Collected(out, classes, det.names, missing_images, missing_labels, secs)
+    return MapDetections(out, classes, det.names, missing_images, missing_labels, secs)
 
 
 def evaluate(data, cfg, weights, points: int = 0, iou_thresh: float = 0.5, thresh: float = 0.25,
