@@ -17,6 +17,7 @@ COMMANDS = {
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
     "export": ("darknet_prn.export", "export a model to ONNX"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
+    "synth": ("darknet_prn.train.synthetic", "write a synthetic detection dataset in Darknet's format"),
 }
 
 
