@@ -18,6 +18,8 @@ COMMANDS = {
     "export": ("darknet_prn.export", "export a model to ONNX"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
     "synth": ("darknet_prn.train.synthetic", "write a synthetic detection dataset in Darknet's format"),
+    "train": ("darknet_prn.train.trainer", "train a detector on a Darknet dataset (like darknet detector train)"),
+    "augment": ("darknet_prn.train.preview", "draw augmented training samples with their boxes (a grid image)"),
 }
 
 

@@ -32,8 +32,8 @@ def test_layout_labels_and_determinism(tmp_path):
     assert open(a / "obj.names").read().split() == list(SHAPES[:4])
     n_obj = 0
     for p in train + valid:
-        assert os.path.isfile(p) and "/images/" in p
-        lab = p.replace("/images/", "/labels/")[:-4] + ".txt"
+        assert os.path.isfile(p) and "/JPEGImages/" in p
+        lab = p.replace("/JPEGImages/", "/labels/")[:-4] + ".txt"
         for line in open(lab):
             c, x, y, w, h = line.split()
             assert 0 <= int(c) < 4

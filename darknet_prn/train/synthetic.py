@@ -1,7 +1,8 @@
 """A small deterministic synthetic detection dataset in Darknet's format, for tests, benchmarks and
 demonstrations: filled shapes of a few classes on textured backgrounds, several objects per image.
 
-Layout written under ``OUT_DIR``: ``images/NNNNN.jpg``, ``labels/NNNNN.txt`` (Darknet's ``class x y w h``,
+Layout written under ``OUT_DIR``: ``JPEGImages/NNNNN.jpg``, ``labels/NNNNN.txt`` (Pascal VOC's layout, which
+AlexeyAB's ``replace_image_to_label`` maps: it no longer maps ``images/`` to ``labels/``) (Darknet's ``class x y w h``,
 relative centre and size), ``train.txt`` / ``valid.txt`` (absolute image paths, one a line), ``obj.names``,
 ``obj.data`` (``classes``, ``train``, ``valid``, ``names``, ``backup``). Same arguments -> same bytes."""
 from __future__ import annotations
@@ -118,7 +119,7 @@ def generate(out_dir, n: int = 300, classes: int = 3, size: int = 224, seed: int
     if size < 32:
         raise DarknetError(f"--size must be at least 32, got {size}")
     out = os.path.abspath(os.fspath(out_dir))
-    for sub in ("images", "labels", "backup"):
+    for sub in ("JPEGImages", "labels", "backup"):
         try:
             os.makedirs(os.path.join(out, sub), exist_ok=True)
         except OSError as e:
@@ -128,7 +129,7 @@ def generate(out_dir, n: int = 300, classes: int = 3, size: int = 224, seed: int
     for i in range(n):
         img, labels = make_image(rng, size, classes)
         name = f"{i:05d}"
-        ip = os.path.join(out, "images", name + ".jpg")
+        ip = os.path.join(out, "JPEGImages", name + ".jpg")
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
         atomic_write(ip, lambda f, b=buf: f.write(b.tobytes()), "image")
         _write_text(os.path.join(out, "labels", name + ".txt"),
@@ -145,7 +146,7 @@ def generate(out_dir, n: int = 300, classes: int = 3, size: int = 224, seed: int
 
 
 def add_arguments(parser):
-    parser.add_argument("out_dir", help="output directory (images/, labels/, train.txt, valid.txt, obj.data)")
+    parser.add_argument("out_dir", help="output directory (JPEGImages/, labels/, train.txt, valid.txt, obj.data)")
     parser.add_argument("-n", type=int, default=300, help="number of images (default 300)")
     parser.add_argument("--classes", type=int, default=3, help=f"number of classes, 1..{len(SHAPES)} (default 3)")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")

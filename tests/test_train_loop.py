@@ -1,0 +1,147 @@
+"""The training loop's rules (multi-scale size, checkpoint cadence, scale-out split) and, where the training
+step and the dataset module are present, `darknet-prn train` end to end: checkpoints, resume, logs, DDP."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from darknet_prn.errors import DarknetError
+from darknet_prn.train.trainer import checkpoint_names, split_subdivisions
+
+TINY = os.path.join(os.path.dirname(__file__), "data", "tiny-train.cfg")
+
+
+class _Rng:
+    """rand_scale(rng, s) draws rng.random() then rng.integers(0, 2)."""
+    def __init__(self, u, keep):
+        self.u, self.keep = u, keep
+
+    def random(self):
+        return self.u
+
+    def integers(self, lo, hi):
+        return self.keep
+
+
+def test_random_size_rule():
+    from darknet_prn.train.loader import random_size
+    # val = 1 (u = 0): round(416/32 + 1)*32 = 448 (Darknet's "+1")
+    assert random_size(_Rng(0.0, 1), 416, 416, 1, 32, 50, 1000, first=False) == (448, 448)
+    # val = 1/1.4: round(0.714*13 + 1) = 10 -> 320
+    assert random_size(_Rng(1.0, 0), 416, 416, 1, 32, 50, 1000, first=False) == (320, 320)
+    # val = 1.4: round(19.2) = 19 -> 608, also the first resize and the last 100 iterations
+    assert random_size(_Rng(1.0, 1), 416, 416, 1, 32, 50, 1000, first=False) == (608, 608)
+    assert random_size(_Rng(1.0, 0), 416, 416, 1, 32, 50, 1000, first=True) == (608, 608)
+    assert random_size(_Rng(1.0, 0), 416, 416, 1, 32, 901, 1000, first=False) == (608, 608)
+    # random=1.2 is the coefficient itself; scaling down that rounds up to more than the size -> the size
+    assert random_size(_Rng(0.0, 0), 416, 416, 1.2, 32, 50, 1000, first=False) == (448, 448)
+
+
+def test_checkpoint_cadence():
+    assert checkpoint_names(100, 5000) == ["_last"]
+    assert checkpoint_names(1000, 5000, iter_save=0, iter_save_last=900) == ["_1000", "_last"]
+    assert checkpoint_names(1000, 20000, iter_save_last=900) == ["_last"]      # _N every 10000 past 10000
+    assert checkpoint_names(10000, 20000, iter_save_last=9900) == ["_10000", "_last"]
+    assert checkpoint_names(150, 5000, iter_save_last=100) == []
+    assert checkpoint_names(1, 5000) == []
+
+
+def test_split_subdivisions():
+    assert split_subdivisions(64, 8, 1) == (8, 8)
+    assert split_subdivisions(64, 8, 2) == (8, 4)       # same forward size as one process, half the forwards
+    assert split_subdivisions(64, 1, 2) == (32, 1)
+    with pytest.raises(DarknetError, match="cannot be shared"):
+        split_subdivisions(10, 3, 2)
+
+
+def _have_training():
+    try:
+        from darknet_prn.train import DarknetOptimizer  # noqa: F401
+        import darknet_prn.dataset  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_training = pytest.mark.skipif(not _have_training(), reason="needs the training step and darknet_prn.dataset")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from darknet_prn.train.synthetic import generate
+    root = tmp_path_factory.mktemp("tiny")
+    data = generate(root, n=16, classes=3, size=64, seed=1)
+    with open(data, "a") as f:
+        f.write("saveweights = 4\nsavelast = 2\n")
+    return root, data
+
+
+def _train(*args, env=None):
+    e = dict(os.environ, OMP_NUM_THREADS="1")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "darknet_prn", "train", *args], capture_output=True, text=True,
+                          env=e, timeout=300)
+
+
+@needs_training
+def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
+    root, data = tiny_data
+    bk = tmp_path / "bk"
+    r = _train(data, TINY, "--workers", "0", "--max-batches", "4", "--backup", str(bk))
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if "avg loss" in l]
+    assert [l.split(":")[0].strip() for l in lines] == ["1", "2", "3", "4"]
+    assert "rate" in lines[0] and "seconds" in lines[0] and "4 images" in lines[0]
+    names = sorted(os.listdir(bk))
+    assert {"tiny-train_last.weights", "tiny-train_4.weights", "tiny-train_final.weights", "chart.png",
+            "tiny-train_log.csv"} <= set(names)
+    assert not [n for n in names if n.endswith(".part")]
+    # the header counts seen images: resume continues the schedule at iteration 4
+    from darknet_prn import Darknet
+    net = Darknet.from_cfg(TINY)
+    net.load_weights(bk / "tiny-train_final.weights")
+    assert net.seen == 16
+    r = _train(data, TINY, str(bk / "tiny-train_final.weights"), "--workers", "0", "--backup", str(bk))
+    assert r.returncode == 0, r.stderr
+    its = [l.split(":")[0].strip() for l in r.stdout.splitlines() if "avg loss" in l]
+    assert its == ["5", "6"]
+    # seen beyond max_batches: a clear message, nothing trained; --clear restarts at 0
+    r = _train(data, TINY, str(bk / "tiny-train_final.weights"), "--workers", "0", "--backup", str(bk))
+    assert r.returncode == 0 and "nothing to train" in r.stdout and "--clear" in r.stdout
+    rows = open(bk / "tiny-train_log.csv").read().splitlines()
+    assert rows[0].startswith("iteration,loss,avg_loss") and len(rows) == 1 + 6
+
+
+@needs_training
+def test_bad_label_is_one_line(tiny_data, tmp_path):
+    root, data = tiny_data
+    lab = sorted((root / "labels").iterdir())[0]
+    text = lab.read_text()
+    try:
+        lab.write_text(text + "7 0.5 0.5 0.1 0.1\n")
+        r = _train(data, TINY, "--workers", "1", "--max-batches", "1", "--backup", str(tmp_path))
+        assert r.returncode == 2
+        assert r.stderr.count("\n") == 1 and f"{lab}:" in r.stderr and "class id 7" in r.stderr
+    finally:
+        lab.write_text(text)
+
+
+@needs_training
+def test_loader_reproducible_across_workers(tiny_data):
+    import torch
+    from darknet_prn.dataset import DataConfig
+    from darknet_prn.train.augment import AugmentParams
+    from darknet_prn.train.loader import batches, make_loader, read_training_set
+    root, data = tiny_data
+    d = DataConfig.read(data)
+    p = AugmentParams.from_cfg(TINY)
+    paths, labels = read_training_set(d.train, 3)
+    got = []
+    for workers in (0, 2):
+        it = batches(make_loader(paths, labels, p, 2, 2, 3, start=1, seed=5, workers=workers))
+        got.append([next(it) for _ in range(4)])
+    for (xa, ta), (xb, tb) in zip(*got):
+        assert xa.shape == (2, 3, 64, 64) and ta.shape == (2, 200, 5)
+        assert torch.equal(xa, xb) and torch.equal(ta, tb)
