@@ -85,6 +85,7 @@ def _train(*args, env=None):
                           env=e, timeout=300)
 
 
+@pytest.mark.slow
 @needs_training
 def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
     root, data = tiny_data
@@ -128,6 +129,7 @@ def test_bad_label_is_one_line(tiny_data, tmp_path):
         lab.write_text(text)
 
 
+@pytest.mark.slow
 @needs_training
 def test_loader_reproducible_across_workers(tiny_data):
     import torch
@@ -145,3 +147,91 @@ def test_loader_reproducible_across_workers(tiny_data):
     for (xa, ta), (xb, tb) in zip(*got):
         assert xa.shape == (2, 3, 64, 64) and ta.shape == (2, 200, 5)
         assert torch.equal(xa, xb) and torch.equal(ta, tb)
+
+
+def _ddp_worker(rank, world, port, init_weights, out, k):
+    import torch
+    import torch.distributed as td
+    from darknet_prn import Darknet
+    from darknet_prn.train import DarknetOptimizer
+    from darknet_prn.train.trainer import _LossModule, split_subdivisions, train_iteration
+    torch.set_num_threads(1)
+    if world > 1:
+        td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    net = Darknet.from_cfg(TINY)
+    net.load_weights(init_weights)
+    net.train()
+    opt = DarknetOptimizer(net)
+    mini, subs = split_subdivisions(opt.batch, 2, world)
+    model = _LossModule(net)
+    no_sync = None
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+        no_sync = model.no_sync
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 64, 64, generator=g)
+    truth = torch.zeros(4, 200, 5)
+    truth[:, 0] = torch.tensor([0.3, 0.4, 0.2, 0.25, 1.0])
+    truth[:, 1] = torch.tensor([0.7, 0.6, 0.3, 0.2, 2.0])
+    truth[1:3, 1, 4] = 0.0
+    # global mini-batches 0 and 1; rank r runs mini-batch r (the loader's DistributedSampler split)
+    minis = [(x[2 * j:2 * j + 2], truth[2 * j:2 * j + 2]) for j in range(2)]
+    mine = minis if world == 1 else [minis[rank]]
+    for _ in range(k):
+        train_iteration(model, opt, mine, world, no_sync)
+    if rank == 0:
+        torch.save({n: p.detach().clone() for n, p in net.named_parameters()}, out)
+    if world > 1:
+        td.destroy_process_group()
+
+
+@needs_training
+def test_ddp_two_processes_equal_one(tmp_path):
+    import socket
+    import torch
+    import torch.multiprocessing as mp
+    from darknet_prn import Darknet
+    torch.manual_seed(0)
+    init = tmp_path / "init.weights"
+    Darknet.from_cfg(TINY).save_weights(init)
+    _ddp_worker(0, 1, 0, str(init), str(tmp_path / "one.pt"), 3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(init), str(tmp_path / "two.pt"), 3), nprocs=2, join=True)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    net0 = Darknet.from_cfg(TINY)
+    net0.load_weights(init)
+    start = {n: p.detach() for n, p in net0.named_parameters()}
+    assert one.keys() == two.keys()
+    for n in one:
+        moved = (one[n] - two[n]).abs().max().item()
+        scale = one[n].abs().max().item() + 1e-12
+        assert moved <= 1e-5 * scale + 1e-7, (n, moved, scale)
+    assert all(not torch.equal(one[n], start[n]) for n in one)       # every parameter was trained
+
+
+@pytest.mark.slow
+@needs_training
+def test_ctrl_c_saves_last(tiny_data, tmp_path):
+    import signal
+    import time
+    root, data = tiny_data
+    bk = tmp_path / "bk"
+    p = subprocess.Popen([sys.executable, "-m", "darknet_prn", "train", data, TINY, "--workers", "1",
+                          "--max-batches", "100000", "--backup", str(bk)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        if " 3: " in line:
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Saving weights to" in out and (bk / "tiny-train_last.weights").exists()
+    assert "Traceback" not in err
+    from darknet_prn import Darknet
+    net = Darknet.from_cfg(TINY)
+    net.load_weights(bk / "tiny-train_last.weights")
+    assert net.seen % 4 == 0 and net.seen >= 12

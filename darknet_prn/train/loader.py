@@ -139,7 +139,9 @@ class TrainBatchSampler(tud.Sampler):
 
 
 def _worker_init(_):
+    import signal
     import cv2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the main process's (trainer: save _last)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import os
 import signal
-import struct
 import sys
+import threading
 import time
 
 import numpy as np
@@ -229,7 +228,10 @@ class Logger:
         if resume and os.path.exists(self.csv_path):
             with open(self.csv_path, newline="") as f:
                 for r in csv.DictReader(f):
-                    self.rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
+                    row = {k: (float(v) if v not in ("", None) else None) for k, v in r.items()}
+                    for k in ("iteration", "images", "width", "height"):
+                        row[k] = int(row[k]) if row.get(k) is not None else None
+                    self.rows.append(row)
         self.tb = None
         if tensorboard:
             try:
@@ -263,19 +265,36 @@ class Logger:
 
 # --- mAP -------------------------------------------------------------------------------------------------
 
-def compute_map(net, data_cfg, valid_list, classes: int, device) -> float:
-    """mAP@0.5 on the ``valid=`` list (``darknet_prn.evaluate``, Darknet's ``detector map``)."""
-    try:
-        from .. import evaluate
-    except ImportError:
-        raise DarknetError("--map needs darknet_prn.evaluate (the evaluation module)") from None
-    was = net.training
-    net.eval()
-    try:
-        res = evaluate.map_of_model(net, data_cfg.path, valid_list, device=device)
-    finally:
-        net.train(was)
-    return float(res["map"] if isinstance(res, dict) else res)
+class MapEvaluator:
+    """mAP@0.5 of the training network on the ``valid=`` list, as ``detector map`` computes it during
+    ``train -map`` (detections at thresh 0.005, NMS 0.45, Darknet's AP arithmetic from
+    ``darknet_prn.metrics``). A :class:`~darknet_prn.Detector` at the cfg's size gets the weights copied in."""
+
+    def __init__(self, cfg_path, data_cfg, valid_list, classes: int, device):
+        try:
+            from ..metrics import MapAccumulator
+        except ImportError:
+            raise DarknetError("--map needs darknet_prn.metrics (the evaluation module)") from None
+        from ..dataset import read_dataset, read_list
+        from ..detect import Detector
+        self.acc_cls = MapAccumulator
+        self.det = Detector(cfg_path, None, thresh=0.005, nms=0.45, data=data_cfg.path, device=device)
+        self.paths = read_list(valid_list)
+        self.labels, _ = read_dataset(self.paths, classes, warn=False)
+        self.classes = classes
+
+    def __call__(self, net) -> float:
+        self.det.net.load_state_dict(net.state_dict())
+        self.det.net.eval()
+        self.det.net.invalidate_fast_plan()
+        acc = self.acc_cls(self.classes, 0.5, 0.25)
+        for s in range(0, len(self.paths), 8):
+            imgs = [self.det.load(p) for p in self.paths[s:s + 8]]
+            per_image, _ = self.det.forward(np.stack([self.det.prepare(im) for im in imgs]))
+            for im, heads, lab in zip(imgs, per_image, self.labels[s:s + 8]):
+                dets, _ = self.det.postprocess(heads, im.shape[1], im.shape[0])
+                acc.add(dets.boxes, dets.probs, lab)
+        return float(acc.result(points=0).map)
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -392,13 +411,29 @@ def _loop(args, net, opt, model, no_sync, loader, batches, dist, say, logger, da
     save_last = data.get_int("savelast", 100)
     bar = tqdm(total=max_batches, initial=start, unit="it", disable=not dist.main or not sys.stderr.isatty(),
                dynamic_ncols=True)
+    evaluator = None
+    # Ctrl-C: the iteration under way finishes, _last is written, exit (a second Ctrl-C stops at once);
+    # the loader's workers ignore SIGINT (loader._worker_init)
+    stop = []
+
+    def on_sigint(signum, frame):
+        stop.append(signum)
+        if len(stop) > 1:
+            raise KeyboardInterrupt
+        say("\nCtrl-C: finishing this iteration, then saving _last (Ctrl-C again to stop now)")
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     interrupted = False
-    old_handler = signal.getsignal(signal.SIGINT)
     iteration = start
     try:
-        while iteration < max_batches:
+        while iteration < max_batches and not stop:
             t0 = time.time()
-            minis = [next(stream) for _ in range(local_subs)]
+            try:
+                minis = [next(stream) for _ in range(local_subs)]
+            except RuntimeError:
+                if stop:
+                    break
+                raise
             load_s = time.time() - t0
             w, h = minis[0][0].shape[3], minis[0][0].shape[2]
             resize_network(net, w, h)
@@ -425,7 +460,9 @@ def _loop(args, net, opt, model, no_sync, loader, batches, dist, say, logger, da
                 iter_map = iteration
                 resize_network(net, *_init_size(net, args))
                 if dist.main:
-                    last_map = compute_map(net, data, valid, classes, dev)
+                    if evaluator is None:
+                        evaluator = MapEvaluator(args.cfg, data, valid, classes, dev)
+                    last_map = evaluator(net)
                     row["map"] = last_map
                     say(f"\n mean_average_precision (mAP@0.50) = {last_map:f}")
                     if last_map >= best_map:
@@ -448,8 +485,9 @@ def _loop(args, net, opt, model, no_sync, loader, batches, dist, say, logger, da
         interrupted = True
     finally:
         bar.close()
-        signal.signal(signal.SIGINT, old_handler)
-    if interrupted:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    if interrupted or stop:
         _save(net, dist, os.path.join(backup, f"{base}_last.weights"), say)
         if logger is not None:
             logger.flush(max_batches, base)
