@@ -113,6 +113,20 @@ def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
     assert r.returncode == 0 and "nothing to train" in r.stdout and "--clear" in r.stdout
     rows = open(bk / "tiny-train_log.csv").read().splitlines()
     assert rows[0].startswith("iteration,loss,avg_loss") and len(rows) == 1 + 6
+    # the trained .weights load in OpenCV 4's Darknet importer with the same head inputs as ours
+    cv2 = pytest.importorskip("cv2")
+    if hasattr(cv2.dnn, "readNetFromDarknet") and int(cv2.__version__.split(".")[0]) < 5:
+        import torch
+        final = str(bk / "tiny-train_final.weights")
+        net = Darknet.from_cfg(TINY).eval()
+        net.load_weights(final)
+        x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+        with torch.no_grad():
+            outs = [o.numpy() for o in net.layer_outputs(torch.from_numpy(x))]
+        cv = cv2.dnn.readNetFromDarknet(TINY, final)
+        cv.setInput(x)
+        (ref,) = cv.forward([f"conv_{net.output_layers[0] - 1}"])
+        assert np.abs(ref - outs[net.output_layers[0] - 1]).max() / ref.std() < 2e-3
 
 
 @needs_training

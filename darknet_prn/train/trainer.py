@@ -153,7 +153,8 @@ def load_start_weights(net, path) -> str:
         if need + n > floats:
             break
         need += n
-        full = layer.index + 1
+        if n:
+            full = layer.index + 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WarningLoad)
         net.load_weights(path, partial=True)
