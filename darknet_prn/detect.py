@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import coco
 from . import postprocess as post
 from . import preprocess as pre
+from .dataset import names_from_data  # noqa: F401 -- re-exported (it used to live here)
 from .errors import DarknetError
 from .fileio import read_input
 
@@ -38,10 +40,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")
 
-# Darknet's validate_detector coco category ids for the 80 COCO classes
-COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
-            33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
-            60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -58,35 +56,6 @@ def read_names(path) -> list:
     if not names:
         raise DarknetError("names file is empty", p)
     return names
-
-
-def names_from_data(path) -> str:
-    """The ``names=`` file of a Darknet ``.data`` file, resolved like Darknet (relative to the current
-    directory), else relative to the ``.data`` file's folder or its parent (Darknet's ``cfg/coco.data``)."""
-    p = os.fspath(path)
-    try:
-        with open(p, "rb") as f:
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        raise DarknetError("data file not found", p) from None
-    except OSError as e:
-        raise DarknetError(f"cannot read data file: {e.strerror or e}", p) from None
-    for lineno, line in enumerate(lines, 1):
-        s = line.split("#", 1)[0].strip()
-        if "=" not in s:
-            continue
-        key, val = (t.strip() for t in s.split("=", 1))
-        if key != "names":
-            continue
-        if not val:
-            raise DarknetError("names= is empty", p, lineno)
-        base = os.path.dirname(os.path.abspath(p))
-        for cand in (val, os.path.join(base, val), os.path.join(os.path.dirname(base), val)):
-            if os.path.isfile(cand):
-                return cand
-        raise DarknetError(f"names={val}: file not found (looked in the current directory and beside the data "
-                           f"file)", p, lineno)
-    raise DarknetError("no names= line in the data file", p)
 
 
 def resolve_names(classes: int, names=None, data=None, weights=None, cfg=None) -> tuple:
@@ -595,22 +564,17 @@ class _Session:
 
 def coco_rows(res: ImageResult, classes: int) -> list:
     """COCO results rows (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] clipped to the image, ``score``) as
-    Darknet's ``print_cocos``: image_id = the file name's number when it is one (COCO's names), else the name;
-    category ids mapped to COCO's 1..90 when the head has 80 classes."""
+    Darknet's ``print_cocos``: image_id as :func:`coco.coco_image_id` derives it (``COCO_val2014_000000000042.jpg``
+    -> 42), else the name; category ids mapped to COCO's 1..90 when the head has 80 classes."""
     stem = os.path.splitext(os.path.basename(res.image))[0]
-    image_id = int(stem) if stem.isdigit() else stem
+    image_id = coco.coco_image_id(res.image)
+    if image_id is None:
+        image_id = stem
     if res.frame is not None:
         image_id = f"{stem}#{res.frame}"
-    rows = []
-    for d in res.detections:
-        left, top, bw, bh = d["bbox"]
-        x0, y0 = max(left, 0.0), max(top, 0.0)
-        x1, y1 = min(left + bw, float(res.width)), min(top + bh, float(res.height))
-        cid = d["class_id"]
-        rows.append({"image_id": image_id,
-                     "category_id": COCO_IDS[cid] if classes == 80 and cid < 80 else cid,
-                     "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d["confidence"]})
-    return rows
+    return [coco.result_row(image_id, d["class_id"], classes,
+                            coco.clip_box(*d["bbox"], res.width, res.height), d["confidence"])
+            for d in res.detections]
 
 
 def _write_json(path: str, obj, what: str):
@@ -810,6 +774,9 @@ def run(args) -> int:
                 _write_json(args.json, s.json_rows, "JSON")
             if args.coco:
                 _write_json(args.coco, s.coco_rows, "COCO")
+                if args.thresh > 0.005:
+                    print(f"darknet-prn detect: note: COCO mAP needs low-confidence detections too: use --thresh "
+                          f"0.005, or `darknet-prn valid` (Darknet's 0.001, NMS 0.6)", file=sys.stderr)
         except DarknetError as e:
             s.error(e)
     return 1 if s.errors else 0
