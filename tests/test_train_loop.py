@@ -144,7 +144,6 @@ def test_bad_label_is_one_line(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-@needs_training
 def test_loader_reproducible_across_workers(tiny_data):
     import torch
     from darknet_prn.dataset import DataConfig
@@ -249,3 +248,42 @@ def test_ctrl_c_saves_last(tiny_data, tmp_path):
     net = Darknet.from_cfg(TINY)
     net.load_weights(bk / "tiny-train_last.weights")
     assert net.seen % 4 == 0 and net.seen >= 12
+
+
+def test_data_errors_are_one_line(tiny_data, tmp_path):
+    from darknet_prn.dataset import DataConfig
+    from darknet_prn.train.augment import AugmentParams
+    from darknet_prn.train.loader import batches, make_loader, read_training_set
+    root, data = tiny_data
+    d = DataConfig.read(data)
+    paths = open(d.train).read().split()
+    lab = root / "labels" / (os.path.basename(paths[0])[:-4] + ".txt")
+    text = lab.read_text()
+    try:
+        lab.write_text(text + "7 0.5 0.5 0.1 0.1\n")
+        with pytest.raises(DarknetError, match=rf"{lab}:{len(text.splitlines()) + 1}: class id 7 out of range"):
+            read_training_set(d.train, 3)
+    finally:
+        lab.write_text(text)
+    # an image that cannot be decoded: the loader (worker or not) reports it as one DarknetError line
+    bad = tmp_path / "JPEGImages" / "bad.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a jpeg")
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{bad}\n")
+    p, l = read_training_set(str(lst), 3, warn=False)
+    for workers in (0, 1):
+        with pytest.raises(DarknetError, match="bad.jpg: cannot decode image"):
+            next(batches(make_loader(p, l, AugmentParams.from_cfg(TINY), 1, 1, 1, workers=workers)))
+
+
+def test_augment_cli(tiny_data, tmp_path, capsys):
+    from darknet_prn.cli import main
+    root, data = tiny_data
+    out = tmp_path / "grid.png"
+    assert main(["augment", data, TINY, "-n", "4", "-o", str(out)]) == 0
+    import cv2
+    img = cv2.imread(str(out))
+    assert img.shape == (2 * 68, 2 * 68, 3)      # 2x2 tiles of 64 px + 4 px borders
+    assert main(["augment", data, TINY, "-n", "4", "-o", str(tmp_path / "g.xyz")]) == 2
+    assert "cannot encode" in capsys.readouterr().err

@@ -65,7 +65,10 @@ def run(args) -> int:
         raise DarknetError(f"-n must be at least 1, got {args.n}")
     grid = sample_grid(args.data, args.cfg, args.n, args.seed, args.iteration)
     ext = "." + args.out.rsplit(".", 1)[-1] if "." in args.out else ".jpg"
-    ok, buf = cv2.imencode(ext, grid)
+    try:
+        ok, buf = cv2.imencode(ext, grid)
+    except cv2.error:
+        ok = False
     if not ok:
         raise DarknetError("cannot encode an image of this type (use .jpg or .png)", args.out)
     atomic_write(args.out, lambda f: f.write(buf.tobytes()), "image")
