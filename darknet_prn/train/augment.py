@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cfg import read_cfg
+from ..dataset import train_filter
 from ..errors import CfgError
 
 DETECTION_HEADS = ("yolo", "Gaussian_yolo", "region", "detection")
@@ -160,8 +161,8 @@ def correct_boxes(labels: np.ndarray, dx: float, dy: float, sx: float, sy: float
 def fill_truth(labels: np.ndarray, rng, classes: int, max_boxes: int, flip: bool, dx: float, dy: float,
                sx: float, sy: float, net_w: int, net_h: int):
     """``fill_truth_detection``: shuffle, :func:`correct_boxes`, keep the first ``max_boxes``, then drop
-    boxes under one network pixel and invalid ones. Returns (truth (k, 5) ``x y w h class`` float32,
-    min_w_h: the smallest kept side in network pixels, 0 if none). Class ids are checked when labels are
+    boxes under one network pixel and invalid ones (``dataset.train_filter``). Returns (truth (k, 5)
+    ``x y w h class`` float32, min_w_h: the smallest kept side in network pixels, 0 if none). Class ids are checked when labels are
     read (out of range is an error there, not a silent drop)."""
     n = len(labels)
     if n == 0:
@@ -171,19 +172,14 @@ def fill_truth(labels: np.ndarray, rng, classes: int, max_boxes: int, flip: bool
         j = int(rng.integers(0, n))
         order[i], order[j] = order[j], order[i]
     b = correct_boxes(labels[order], dx, dy, sx, sy, flip)[:max_boxes]
-    lowest_w, lowest_h = np.float32(1.0) / np.float32(net_w), np.float32(1.0) / np.float32(net_h)
-    rows, min_w_h = [], 0
-    for cls, x, y, w, h in b:
-        if cls >= classes or w < lowest_w or h < lowest_h or x == 999999 or y == 999999:
-            continue
-        if x <= 0 or x > 1 or y <= 0 or y > 1:
-            continue
-        w, h = min(w, np.float32(1)), min(h, np.float32(1))
-        rows.append((x, y, w, h, cls))
+    b = train_filter(b[b[:, 0] < classes], net_w, net_h)
+    truth = np.ascontiguousarray(b[:, [1, 2, 3, 4, 0]])
+    min_w_h = 0
+    for w, h in zip(b[:, 3], b[:, 4]):
         if min_w_h == 0:
             min_w_h = _ctrunc(w * net_w)
         min_w_h = min(min_w_h, _ctrunc(w * net_w), _ctrunc(h * net_h))
-    return (np.array(rows, np.float32).reshape(-1, 5), min_w_h)
+    return truth, min_w_h
 
 
 def blend_truth_mosaic(acc: list, tile: np.ndarray, max_boxes: int, w: int, h: int, cut_x: int, cut_y: int,
