@@ -326,6 +326,8 @@ def run(args) -> int:
     from .loader import batches, make_loader, read_training_set
 
     dev = args.device
+    if dev != "cpu" and not dev.startswith("cuda"):
+        raise DarknetError(f"--device {dev}: use cpu or cuda")
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise DarknetError("--device cuda: no CUDA device is available")
     dist = Dist("cuda" if dev.startswith("cuda") else "cpu")
