@@ -56,7 +56,6 @@ import io
 import json
 import math
 import os
-import secrets
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ import torch.nn.functional as F
 from . import __version__
 from .activations import activate
 from .errors import DarknetError
+from .fileio import atomic_path, check_output
 from .graph import HEAD_TYPES, STATEFUL_TYPES
 from .modules import BN_EPS, _window_pads, add_leading, softmax_tree
 
@@ -773,27 +773,7 @@ def _check_args(net, path, opset, batch, decode, nms, conf_thresh, iou_thresh):
                                f"state between calls; [history] does not run)", l.section.path, l.section.line)
     if decode or nms:
         Decode(net.graph)      # raises for classifier nets and undecodable heads
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise DarknetError("cannot write the ONNX file: is a directory", path)
-    if not os.path.isdir(d):
-        raise DarknetError(f"cannot write the ONNX file: directory {d} does not exist", path)
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise DarknetError(f"cannot write the ONNX file: directory {d} is not writable", path)
-    return path
-
-
-def _tmp_name(path):
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.part")
-
-
-def _remove(p):
-    try:
-        os.remove(p)
-    except OSError:
-        pass
+    return check_output(path, "the ONNX file")[0]
 
 
 def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, decode: bool = False,
@@ -871,8 +851,7 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
         for n in out_names:
             dyn[n] = {0: "num_selected"} if n == "selected_indices" else {0: "batch"}
 
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path, "the ONNX file") as tmp:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
@@ -927,11 +906,10 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
         for k, v in props.items():
             e = m.metadata_props.add()
             e.key, e.value = k, v
-        try:
-            with open(tmp, "wb") as f:
-                f.write(m.SerializeToString())
-        except OSError as e:
-            raise DarknetError(f"cannot write the ONNX file: {e.strerror or e}", path) from None
+        with open(tmp, "wb") as f:
+            f.write(m.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
         try:
             onnx.checker.check_model(tmp, full_check=True)
         except Exception as e:  # noqa: BLE001
@@ -949,19 +927,8 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
             result.note = "not verified: onnxruntime is not installed (pip install onnxruntime)"
         else:
             result.note = "not verified (--no-verify)"
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     result.bytes = os.path.getsize(path)
     return result
-
-
-def _umask():
-    u = os.umask(0)
-    os.umask(u)
-    return u
 
 
 def _head_meta(l):
@@ -1051,6 +1018,8 @@ def add_arguments(p):
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="fold batch norm into the convolutions (default on)")
     p.add_argument("--half", action="store_true", help="float16 weights and activations (input/outputs float32)")
+    p.add_argument("--partial", action="store_true",
+                   help="load a .weights file that does not fit the cfg as far as it goes (with a warning)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check the file with ONNX Runtime against PyTorch (default: on when onnxruntime is "
                         "installed)")
@@ -1062,7 +1031,7 @@ def run(args) -> int:
     if not out:
         out = os.path.splitext(os.path.basename(args.weights))[0] + ".onnx"
     net = Darknet.from_cfg(args.cfg, width=args.width, height=args.height)
-    net.load_weights(args.weights)
+    net.load_weights(args.weights, partial=getattr(args, "partial", False))
     net.eval()
     res = export_onnx(net, out, opset=args.opset, dynamic_batch=args.dynamic_batch, decode=args.decode,
                       nms=args.nms, fuse=args.fuse, half=args.half, verify=args.verify, batch=args.batch,

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from .activations import activate
 from .graph import STATEFUL_TYPES
 from .modules import BN_EPS, _window_pads, blur
+from .precision import compute_dtype
 
 CL = torch.channels_last
 
@@ -141,12 +142,19 @@ class FastPlan:
     ``plan(x)`` returns the network outputs like ``Darknet.forward``; run it under ``torch.no_grad()``.
     The switches exist for the ablation in ``benchmarks/latency.py --ablation``: ``channels_last`` (NHWC
     activations), ``fuse`` (oneDNN conv with fused activation and pre-packed weights, else ``F.conv2d`` plus an
-    in-place activation), ``pool`` (separable max-pool), ``chunk`` (images per chunk; None: from the cache size)."""
+    in-place activation), ``pool`` (separable max-pool), ``chunk`` (images per chunk; None: from the cache size).
+    ``precision`` (``darknet_prn.precision``): ``"bf16"``/``"fp16"`` run the convolutions (weights packed once) and
+    the activations between them in that dtype; the yolo heads, other module layers and the outputs stay float32."""
 
-    def __init__(self, net, channels_last: bool = True, fuse: bool = True, pool: bool = True, chunk=None):
+    def __init__(self, net, channels_last: bool = True, fuse: bool = True, pool: bool = True, chunk=None,
+                 precision: str = "f32"):
         ps = list(_tensors(net))
         self.device = ps[0].device if ps else torch.device("cpu")
         self.dtype = ps[0].dtype if ps else torch.float32
+        self.precision = precision
+        cdt = compute_dtype(precision, self.device)
+        self.cdt = self.dtype if precision == "f32" else cdt     # the dtype convolutions compute in
+        self.low = self.cdt != self.dtype
         self.onednn = fuse and self.device.type == "cpu" and self.dtype == torch.float32 and mkldnn_ok()
         self.channels_last = channels_last and self.device.type == "cpu"
         self.separable_pool = pool
@@ -190,6 +198,14 @@ class FastPlan:
         """Any other layer: its own module on NCHW-contiguous inputs (exactly the exact path)."""
         refs = list(l.refs) if l.type != "convolutional" else []
 
+        if self.low:      # reduced precision: the module runs in the parameters' dtype
+            dt = self.dtype
+
+            def run(x, outs, m=m, refs=refs):
+                o = {r: outs[r].to(dt).contiguous() for r in refs}
+                return m(x.to(dt).contiguous(), o)
+            return _Step(l.index, run, l.type)
+
         def run(x, outs, m=m, refs=refs):
             o = {r: outs[r].contiguous() for r in refs}
             return m(x.contiguous(), o)
@@ -222,6 +238,9 @@ class FastPlan:
         tw = (wd + 2 * tx - d * (k - 1) - 1) // sx + 1
         aa = p["antialiasing"]
         crop = (th, tw) != (oh, ow)
+        cdt, low = self.cdt, self.low
+        if low:
+            wf = wf.to(cdt)
 
         def finish(y):
             if crop:
@@ -232,6 +251,8 @@ class FastPlan:
         if ty < 0 or tx < 0 or th < oh or tw < ow:
             # cropping geometry: the module's padding logic with the folded weights
             def run(x, outs, m=m, wf=wf, bf=bf, act=act):
+                if low and x.dtype != cdt:
+                    x = x.to(cdt)
                 y = act_inplace(m.conv(x, wf).add_(bf.view(1, -1, 1, 1)), act)
                 return blur(y, p["blur_size"], p["blur_pad"], p["blur_stride"]) if aa else y
             return _Step(l.index, run, "conv(generic)")
@@ -244,6 +265,8 @@ class FastPlan:
             cl = self.channels_last
 
             def run(x, outs, packed=packed, bf=bf, attr=attr, scalars=scalars, rest=rest):
+                if low and x.dtype != cdt:
+                    x = x.to(cdt)
                 if cl and not x.is_contiguous(memory_format=CL):
                     x = x.contiguous(memory_format=CL)
                 y = conv(x, packed, bf, pad, stride, dil, g, attr, scalars, "")
@@ -253,8 +276,12 @@ class FastPlan:
             return _Step(l.index, run, f"conv+{attr}" + (f"+{rest}" if rest else ""))
         if self.channels_last:
             wf = wf.contiguous(memory_format=CL)
+        if low:
+            bf = bf.to(cdt)
 
         def run(x, outs, wf=wf, bf=bf, act=act):
+            if low and x.dtype != cdt:
+                x = x.to(cdt)
             y = act_inplace(F.conv2d(x, wf, bf, stride, pad, dil, g), act)
             return finish(y) if crop or aa else y
         return _Step(l.index, run, "conv")
@@ -354,8 +381,10 @@ class FastPlan:
         """[yolo] in place on an NCHW copy: logistic on x, y, objectness and classes, then scale_x_y."""
         A, per, sc, new_coords = m.n, m.per, m.s, m.new_coords
 
+        dt = self.dtype
+
         def run(x, outs):
-            y = x.contiguous()
+            y = x.to(dt).contiguous()        # float32 heads in a reduced-precision plan
             if y.data_ptr() == x.data_ptr():
                 y = y.clone()
             n, c, h, w = y.shape
@@ -407,6 +436,8 @@ class FastPlan:
             if fa:
                 for r in fa:
                     del outs[r]
+        if self.low:
+            return [outs[i].to(self.dtype).contiguous() for i in self.output_layers]
         return [outs[i].contiguous() for i in self.output_layers]
 
 
@@ -420,12 +451,15 @@ ONNX_BACKENDS = ("onnxruntime", "openvino")
 class OnnxPlan:
     """The exported ONNX graph of ``net`` in ONNX Runtime or OpenVINO (CPU, float32, dynamic batch)."""
 
-    def __init__(self, net, engine: str, threads: int | None = None):
+    def __init__(self, net, engine: str, threads: int | None = None, precision: str = "f32"):
         import tempfile
         from .errors import DarknetError
+        from .precision import check_backend_precision
         if engine not in ONNX_BACKENDS:
             raise DarknetError(f"unknown ONNX backend '{engine}' ({', '.join(ONNX_BACKENDS)})")
+        check_backend_precision(engine, precision, "cpu")
         self.backend = engine
+        self.precision = precision
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.threads = int(threads or torch.get_num_threads())
@@ -454,7 +488,7 @@ class OnnxPlan:
                     raise DarknetError("backend openvino needs: pip install openvino") from None
                 cm = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": self.threads,
                                                            "PERFORMANCE_HINT": "LATENCY",
-                                                           "INFERENCE_PRECISION_HINT": "f32"})
+                                                           "INFERENCE_PRECISION_HINT": precision})
                 req = cm.create_infer_request()
                 outs = list(cm.outputs)
                 self._run = lambda a: [req.infer({0: a})[o] for o in outs]

@@ -17,17 +17,11 @@ import torch.nn.functional as F
 from .activations import activate
 from .errors import CfgError
 from .graph import Layer
+from .registry import Registry
 
 BN_EPS = 0.00001
-BUILDERS = {}
-
-
-def register(*types):
-    def deco(cls):
-        for t in types:
-            BUILDERS[t] = cls
-        return cls
-    return deco
+BUILDERS = Registry("reference modules")      # layer type -> module class
+register = BUILDERS.register
 
 
 def attr_name(array_name: str) -> str:
@@ -615,6 +609,7 @@ class Implicit(DarknetModule):
         return self.weights.unsqueeze(0).expand((x.shape[0],) + tuple(self.weights.shape))
 
 
+@register("history")
 class NotRunnable(DarknetModule):
     """Layers that parse and summarise but cannot run ([history])."""
 
@@ -625,9 +620,6 @@ class NotRunnable(DarknetModule):
     def forward(self, x, outs=None):
         path, line, name = self.where
         raise CfgError(f"[{name}] layers can be summarised, but running them is not supported", path, line)
-
-
-BUILDERS["history"] = NotRunnable
 
 
 def build_module(layer: Layer) -> DarknetModule:
