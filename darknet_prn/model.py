@@ -6,7 +6,9 @@ import os
 import torch
 import torch.nn as nn
 
+from . import recurrent  # noqa: F401  (registers the reference modules of rnn, crnn, gru, lstm, conv_lstm)
 from . import weights as wio
+from .engines import check_backend
 from .errors import DarknetError
 from .fileio import atomic_write, read_cfg_file_text
 from .graph import Network, network_from_text
@@ -105,10 +107,8 @@ class Darknet(nn.Module):
         as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
         the package); optionally the thread count ``forward`` uses, and the ``precision``: ``"f32"`` (default,
         Darknet-exact), ``"bf16"`` (CPUs with BF16, CUDA; torch and openvino backends) or ``"fp16"`` (CUDA)."""
-        from .fast import ONNX_BACKENDS
         from .precision import check_backend_precision
-        if backend not in ("torch", "exact") + ONNX_BACKENDS:
-            raise DarknetError(f"unknown backend '{backend}' (torch, exact, {', '.join(ONNX_BACKENDS)})")
+        backend = check_backend(backend)
         if precision is not None:
             check_backend_precision(backend, precision, self._device())
             self.precision = precision

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import geometry
 from .activations import activate
 from .errors import CfgError
 from .graph import Layer
@@ -69,31 +70,73 @@ def batchnorm(x, mean, var, scale, bias, training=False):
     return (x - mean.view(shape)) * inv.view(shape) + bias.view(shape)
 
 
+def fold_bn(w, b, scale, mean, var, dtype=torch.float64):
+    """Batch norm folded into the weights ``w`` (filters first) and bias ``b``: ``w*s/sqrt(v+eps)``,
+    ``b - m*s/sqrt(v+eps)`` (Darknet's ``fuse_conv_batchnorm``). The per-filter factor is computed in ``dtype``:
+    float64 as Darknet's fuse (the plan, the ONNX export); ``None``, the tensors' own precision, for the XNOR
+    path (the module and its export form must agree on every sign). The weight product is in the weights'
+    dtype. Returns ``(w', b')`` in the dtypes of ``w`` and ``b``."""
+    dtype = dtype or scale.dtype
+    inv = scale.to(dtype) / torch.sqrt(var.to(dtype) + BN_EPS)
+    wf = w * inv.to(w.dtype).view((-1,) + (1,) * (w.dim() - 1))
+    return wf, (b.to(dtype) - mean.to(dtype) * inv).to(b.dtype)
+
+
+def binary_weights(w):
+    """Darknet's binarized weights: ``sign(w) * mean|w|`` per filter (``binary=1``, XNOR)."""
+    return torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+
+
+def xnor_weights(w, b, scale, mean, var):
+    """XNOR convs as ``detector test`` runs them: BN (``scale`` not None) fused into the float weights in their
+    own precision, then binarized. Returns ``(weights, bias)``."""
+    if scale is not None:
+        w, b = fold_bn(w, b, scale, mean, var, None)
+    return binary_weights(w), b
+
+
+def xnor_inputs(x):
+    """XNOR inputs: ``+1`` where ``x > 0``, else ``-1``."""
+    return torch.where(x > 0, 1.0, -1.0)
+
+
 def _pad_to(x, pads, value=0.0):
-    """F.pad with (left, right, top, bottom) that may be negative (crop)."""
+    """F.pad with (top, left, bottom, right) pads; negative top/left crop."""
+    t, l, b, r = pads
     if any(pads):
-        x = F.pad(x, pads, value=value)
+        x = F.pad(x, (l, r, t, b), value=value)
     return x
 
 
-def _window_pads(size_in, size_out, k, stride, left, dilation=1):
-    need = (size_out - 1) * stride + dilation * (k - 1) + 1
-    return left, need - size_in - left
+def window_conv(x, w, pads, strides, dilation, groups, out_hw):
+    """Darknet's convolution geometry: ``x`` padded by ``pads`` (top, left, bottom, right), a padding-free
+    convolution, its first ``out_hw`` rows/columns."""
+    t, l, b, r = pads
+    if t == l == b == r:
+        y = F.conv2d(x, w, None, strides, t, dilation, groups)
+    else:
+        y = F.conv2d(_pad_to(x, pads), w, None, strides, 0, dilation, groups)
+    oh, ow = out_hw
+    if y.shape[2] != oh or y.shape[3] != ow:
+        y = y[:, :, :oh, :ow]
+    return y
+
+
+def blur_kernel(c, size, dtype=torch.float32, device=None):
+    """Darknet's fixed anti-aliasing kernel, depthwise for ``c`` channels: the 3x3 outer product of [1 2 1]/4,
+    or 2x2 of 1/4 (``size`` from ``geometry.blur``)."""
+    if size == 2:
+        k = torch.full((2, 2), 0.25, dtype=dtype, device=device)
+    else:
+        v = torch.tensor([1.0, 2.0, 1.0], dtype=dtype, device=device)
+        k = torch.outer(v, v) / 16
+    return k.expand(c, 1, size, size)
 
 
 def blur(x, size, pad, stride):
-    """Darknet's fixed anti-aliasing blur (depthwise 3x3 [1 2 1]/16 outer product, or 2x2 of 1/4)."""
+    """Darknet's anti-aliasing blur (a depthwise convolution with ``blur_kernel``)."""
     c = x.shape[1]
-    if size == 2:
-        k = torch.full((2, 2), 0.25, dtype=x.dtype, device=x.device)
-    else:
-        v = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
-        k = torch.outer(v, v) / 16
-    w = k.expand(c, 1, size, size)
-    oh = (x.shape[2] + 2 * pad - size) // stride[0] + 1
-    ow = (x.shape[3] + 2 * pad - size) // stride[1] + 1
-    y = F.conv2d(x, w, stride=stride, padding=pad, groups=c)
-    return y[:, :, :oh, :ow]
+    return F.conv2d(x, blur_kernel(c, size, x.dtype, x.device), stride=stride, padding=pad, groups=c)
 
 
 @register("convolutional")
@@ -114,23 +157,11 @@ class Convolutional(DarknetModule):
         return (m.weights, m.biases, m.scales if bn else None, m.rolling_mean if bn else None,
                 m.rolling_variance if bn else None)
 
-    def conv(self, x, w, P=None):
+    def conv(self, x, w, pads=None):
+        """The convolution alone (no bias/BN/activation) with Darknet's geometry; ``pads`` default: the layer's."""
         p = self.p
-        d = p["dilation"]
-        if P is None:
-            P = p["padding"] * d
-        oh, ow = p["conv_out"]
-        k = p["size"]
-        sy, sx = p["stride_y"], p["stride_x"]
-        ty, by = _window_pads(x.shape[2], oh, k, sy, P, d)
-        tx, bx = _window_pads(x.shape[3], ow, k, sx, P, d)
-        if ty == by == tx == bx:
-            y = F.conv2d(x, w, None, (sy, sx), P, d, p["groups"])
-        else:
-            y = F.conv2d(_pad_to(x, (tx, max(bx, 0), ty, max(by, 0))), w, None, (sy, sx), 0, d, p["groups"])
-        if y.shape[2] != oh or y.shape[3] != ow:
-            y = y[:, :, :oh, :ow]
-        return y
+        return window_conv(x, w, p["pads"] if pads is None else pads, (p["stride_y"], p["stride_x"]),
+                           p["dilation"], p["groups"], p["conv_out"])
 
     def forward(self, x, outs=None):
         p = self.p
@@ -139,7 +170,7 @@ class Convolutional(DarknetModule):
             y = self._xnor(x, w, b, scale, mean, var)
         else:
             if p["binary"]:
-                w = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+                w = binary_weights(w)
             y = self.conv(x, w)
             if p["bn"]:
                 y = batchnorm(y, mean, var, scale, b, self.training)
@@ -153,15 +184,10 @@ class Convolutional(DarknetModule):
     def _xnor(self, x, w, b, scale, mean, var):
         # Darknet runs XNOR convs only as detector test does: BN fused into the float weights, then
         # weights binarized to +-mean|W'| per filter and inputs to +-1 (padding reads as -1).
-        if self.p["bn"]:
-            inv = scale / torch.sqrt(var + BN_EPS)
-            w = w * inv.view(-1, 1, 1, 1)
-            b = b - mean * inv
-        wb = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
-        xb = torch.where(x > 0, 1.0, -1.0)
-        P = self.p["padding"] * self.p["dilation"]
-        xb = F.pad(xb, (P, P, P, P), value=-1.0)
-        return self.conv(xb, wb, P=0) + b.view(1, -1, 1, 1)
+        wb, b = xnor_weights(w, b, scale, mean, var)
+        (P, _), (eb, er) = geometry.symmetric(self.p["pads"])
+        xb = F.pad(xnor_inputs(x), (P, P, P, P), value=-1.0)
+        return self.conv(xb, wb, (0, 0, eb, er)) + b.view(1, -1, 1, 1)
 
 
 @register("local")
@@ -174,10 +200,8 @@ class Local(DarknetModule):
     def forward(self, x, outs=None):
         p = self.p
         n, oh, ow = self.out_shape
-        k, s, pad = p["size"], p["stride"], p["pad"]
-        ty, by = _window_pads(x.shape[2], oh, k, s, pad)
-        tx, bx = _window_pads(x.shape[3], ow, k, s, pad)
-        xp = _pad_to(x, (tx, max(bx, 0), ty, max(by, 0)))
+        k, s = p["size"], p["stride"]
+        xp = _pad_to(x, p["pads"])
         cols = F.unfold(xp, k, stride=s)                                 # (N, c*k*k, L')
         lh = (xp.shape[2] - k) // s + 1
         lw = (xp.shape[3] - k) // s + 1
@@ -218,10 +242,7 @@ class MaxPool(DarknetModule):
             return x.view(x.shape[0], k, oc, x.shape[2], x.shape[3]).amax(dim=1)
         oh, ow = p["pool_out"]
         size = p["size"]
-        left = p["padding"] // 2
-        ty, by = _window_pads(x.shape[2], oh, size, p["stride_y"], left)
-        tx, bx = _window_pads(x.shape[3], ow, size, p["stride_x"], left)
-        xp = _pad_to(x, (tx, max(bx, 0), ty, max(by, 0)), value=float("-inf"))
+        xp = _pad_to(x, p["pads"], value=float("-inf"))
         if self.training:     # torch's CPU max-pool with indices (autograd) is several times faster channels-last
             xp = xp.contiguous(memory_format=torch.channels_last)
         y = F.max_pool2d(xp, size, (p["stride_y"], p["stride_x"]))
@@ -243,10 +264,7 @@ class LocalAvgPool(DarknetModule):
         p = self.p
         oh, ow = p["pool_out"]
         size = p["size"]
-        left = p["padding"] // 2
-        ty, by = _window_pads(x.shape[2], oh, size, p["stride_y"], left)
-        tx, bx = _window_pads(x.shape[3], ow, size, p["stride_x"], left)
-        pads = (tx, max(bx, 0), ty, max(by, 0))
+        pads = p["pads"]
         ones = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
         st = (p["stride_y"], p["stride_x"])
         s = F.avg_pool2d(_pad_to(x, pads), size, st, divisor_override=1)[:, :, :oh, :ow]
@@ -260,21 +278,21 @@ class AvgPool(DarknetModule):
         return x.mean(dim=(2, 3), keepdim=True)
 
 
+def route_inputs(outs, slices, groups):
+    """The channel ranges ``(layer, start, stop)`` a ``[route]`` concatenates (whole outputs when groups=1)."""
+    return [outs[i] if groups == 1 else outs[i][:, a:b] for i, a, b in slices]
+
+
 @register("route")
 class Route(DarknetModule):
     def __init__(self, layer):
         super().__init__(layer)
         self.groups = layer.p["groups"]
         self.group_id = layer.p["group_id"]
+        self.slices = layer.p["slices"]
 
     def forward(self, x, outs):
-        parts = []
-        for i in self.refs:
-            t = outs[i]
-            if self.groups > 1:
-                c = t.shape[1] // self.groups
-                t = t[:, c * self.group_id:c * (self.group_id + 1)]
-            parts.append(t)
+        parts = route_inputs(outs, self.slices, self.groups)
         if len(parts) == 1:      # in training a distinct tensor, so its own gradient is Darknet's l.delta
             return parts[0].view_as(parts[0]) if self.training else parts[0]
         return torch.cat(parts, 1)
@@ -287,6 +305,13 @@ def add_leading(y, f, c):
     if c >= y.shape[1]:
         return y + f[:, :c]
     return torch.cat([y[:, :c] + f[:, :c], y[:, c:]], 1)
+
+
+def add_sources(y, outs, refs, channels):
+    """``[shortcut]``/``[partial_shortcut]``: the leading ``channels[k]`` channels of each source added."""
+    for i, c in zip(refs, channels):
+        y = add_leading(y, outs[i], c)
+    return y
 
 
 def _train_shortcut_weights(w, norm):
@@ -329,9 +354,7 @@ class Shortcut(DarknetModule):
         if p["strided"]:
             return activate(self._strided(x, outs[self.refs[0]]), p["activation"])
         if p["weights_type"] == "none":
-            y = x
-            for i, c in zip(self.refs, p["channels"]):
-                y = add_leading(y, outs[i], c)
+            y = add_sources(x, outs, self.refs, p["channels"])
         else:
             w = self._weights(self.weights)
             shape = (-1, 1, 1) if w.dim() == 2 else ()
@@ -345,11 +368,7 @@ class Shortcut(DarknetModule):
     def _strided(self, x, f):
         # pjreddie's shortcut_cpu: out = alpha*out + beta*from, from sampled with stride / spread by sample
         p = self.p
-        _, c, h, w = x.shape
-        fc, fh, fw = f.shape[1:]
-        stride = max(1, fw // w)
-        sample = max(1, w // fw)
-        mc, mh, mw = min(c, fc), min(h, fh), min(w, fw)
+        stride, sample, (mc, mh, mw) = p["strided_geometry"]
         src = f[:, :mc, ::stride, ::stride][:, :, :mh, :mw]
         y = x.clone()
         region = y[:, :mc, ::sample, ::sample][:, :, :mh, :mw]
@@ -365,10 +384,7 @@ class PartialShortcut(DarknetModule):
         self.act = layer.p["activation"]
 
     def forward(self, x, outs):
-        y = x
-        for i, c in zip(self.refs, self.channels):
-            y = add_leading(y, outs[i], c)
-        return activate(y, self.act)
+        return activate(add_sources(x, outs, self.refs, self.channels), self.act)
 
 
 @register("scale_channels")
@@ -455,8 +471,8 @@ class Yolo(DarknetModule):
     def __init__(self, layer):
         super().__init__(layer)
         p = layer.p
-        self.n = len(p["mask"])
-        self.per = p["classes"] + 5
+        self.n = p["layout"].anchors
+        self.per = p["layout"].per
         self.s = p["scale_x_y"]
         self.new_coords = p["new_coords"]
         self.shape = tuple(layer.in_shape)
@@ -474,10 +490,6 @@ class Yolo(DarknetModule):
 
 @register("gaussian_yolo")
 class GaussianYolo(Yolo):
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.per = layer.p["classes"] + 9
-
     def forward(self, x, outs=None):
         c, h, w = self.shape
         v = x.reshape(-1, self.n, self.per, h, w)
@@ -510,7 +522,7 @@ class Region(DarknetModule):
         p = layer.p
         self.num = p["num"]
         self.classes = p["classes"]
-        self.per = p["coords"] + 1 + p["classes"]
+        self.per = p["layout"].per
         self.softmax = p["softmax"]
         self.tree = _check_tree(layer)
         self.shape = tuple(layer.in_shape)
@@ -697,5 +709,3 @@ class NotRunnable(DarknetModule):
 def build_module(layer: Layer) -> DarknetModule:
     return BUILDERS[layer.type](layer)
 
-
-from . import recurrent  # noqa: E402,F401  (registers rnn, crnn, gru, lstm, conv_lstm)
