@@ -816,3 +816,24 @@ def test_yolo_iou_loss_box_delta_is_dx_box_iou(kind):
     want = torch.tensor([g[0], g[1], g[2] * math.exp(x[2].item()), g[3] * math.exp(x[3].item())]) * 0.3
     torch.testing.assert_close(d[:4].double(), want.double(), rtol=1e-4, atol=1e-6)
     assert stats["heads"][0]["line"].startswith(f"v3 ({'giou' if kind == 'giou' else 'iou'} loss")
+
+
+@pytest.mark.parametrize("case", [pytest.param(Path(p), id=Path(p).name) for p in train_case.list_cases(str(TRAIN_CASES))
+                                  if Path(p).name != "darknet19"])
+def test_yolo_delta_from_darknets_own_output(case):
+    """The [yolo] loss alone: from Darknet's stored l.output of each head, our delta equals Darknet's l.delta
+    (no forward differences in between; the network-level tolerance is 2e-3)."""
+    from darknet_prn.graph import load_network
+    from darknet_prn.train.yolo_loss import YoloParams, yolo_delta
+    graph = load_network(case / "train.cfg", warn=False)
+    truth = train_case.truth_array(case)
+    recs = train_case.load_expected(case)["records"]
+    meta = train_case.read_case_json(case)
+    for y in meta["yolo"]:
+        i = y["layer"]
+        out = recs[f"fwd:{i}"]["full"].astype(np.float32)
+        delta, st = yolo_delta(YoloParams.from_layer(graph.layers[i]), out, truth, graph.width, graph.height)
+        err = np.abs(delta - recs[f"delta:{i}"]["full"].reshape(delta.shape)).max() / recs[f"delta:{i}"]["std"]
+        assert err < 2e-4, (i, err)
+        assert st["count"] == y["printed"]["count"]
+        assert st["cost"] == pytest.approx(y["cost"], rel=1e-5)
