@@ -292,9 +292,10 @@ def _finish_stats(prm, d, st, B, cells):
         tot = st["tot_giou_loss"] if prm.iou_loss == "giou" else st["tot_iou_loss"]
         cost = prm.iou_normalizer * (tot / count) + classification_loss
     kind = prm.iou_loss if prm.iou_loss in ("mse", "giou") else "iou"
+    # printed after Darknet's `if (count == 0) count = 1`; stats["count"] is the real count
     line = (f"v3 ({kind} loss, Normalizer: (iou: {prm.iou_normalizer:.2f}, obj: {prm.obj_normalizer:.2f}, "
             f"cls: {prm.cls_normalizer:.2f}) Region {prm.index} Avg (IOU: {st['tot_iou'] / count:f}), count: "
-            f"{st['count']}, class_loss = {classification_loss / B:f}, iou_loss = {iou_loss / B:f}, "
+            f"{count}, class_loss = {classification_loss / B:f}, iou_loss = {iou_loss / B:f}, "
             f"total_loss = {loss / B:f} ")
     return dict(layer=prm.index, type="yolo", cost=cost, loss=loss, classification_loss=classification_loss,
                 iou_loss=iou_loss, avg_iou=st["tot_iou"] / count, avg_giou=st["tot_giou"] / count,
