@@ -838,3 +838,31 @@ def test_yolo_delta_from_darknets_own_output(case):
         assert max(st["count"], 1) == y["printed"]["count"]          # Darknet prints count 1 for none
         assert st["cost"] == pytest.approx(y["cost"], rel=1e-5)
         assert f"count: {y['printed']['count']}," in st["line"]
+
+
+def test_stopbackward_freezes_and_cuts_gradients():
+    """stopbackward=1 on layer 1: layer 0 is frozen (inference BN, never updated), layers 0-1 get no gradient,
+    layer 2 does; stopbackward=N stops the backward only while the iteration is below N (GPU semantics)."""
+    cfg = TINY.format(batch=2, subdivisions=1, lr=0.01).replace(
+        "filters=16\nsize=3\nstride=2", "filters=16\nstopbackward={sb}\nsize=3\nstride=2")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    net = Darknet.from_cfg_text(cfg.replace("{sb}", "1"), warn=False)
+    net.train()
+    rm = net.layers[0].rolling_mean.clone()
+    w0, w1 = net.layers[0].weights.detach().clone(), net.layers[1].weights.detach().clone()
+    loss, _ = net.loss(x, BOXES)
+    loss.backward()
+    assert torch.equal(net.layers[0].rolling_mean, rm)                   # inference forward
+    assert net.layers[0].weights.grad is None and net.layers[1].weights.grad is None
+    assert net.layers[2].weights.grad.abs().sum() > 0
+    assert all(p.requires_grad for p in net.parameters())
+    DarknetOptimizer(net, iteration=0).step()
+    assert torch.equal(net.layers[0].weights, w0)                        # frozen: not even decay
+    torch.testing.assert_close(net.layers[1].weights.detach(), w1 - 0.01 / 2 * 0.0005 * 2 * w1)
+    for sb, it, stopped in ((900, 899, True), (900, 900, False)):
+        net = Darknet.from_cfg_text(cfg.replace("{sb}", str(sb)), warn=False)
+        net.train()
+        net.seen = it * 2
+        loss, _ = net.loss(x, BOXES)
+        loss.backward()
+        assert (net.layers[0].weights.grad is None) == stopped
