@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cfg import CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
+from .cfg import INT_MAX, CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
 from .errors import CfgError
 from .fileio import read_input
 
@@ -980,6 +980,8 @@ def _parse_net(sec: Section, width, height) -> dict:
         h = int(height)
     if w < 0 or h < 0 or c < 0:
         raise sec.error("width, height and channels must not be negative")
+    if max(w, h, c) > INT_MAX:
+        raise sec.error(f"width={w}, height={h}, channels={c}: more than a C int holds")
     if w and h and c:
         shape = (c, h, w)
     elif inputs or (w * h * c):

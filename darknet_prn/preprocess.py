@@ -165,10 +165,11 @@ def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def letterbox_size(w: int, h: int, net_w: int, net_h: int) -> tuple:
-    """Darknet's ``(new_w, new_h)`` for letterboxing a ``w`` x ``h`` image into ``net_w`` x ``net_h`` (C ints)."""
+    """Darknet's ``(new_w, new_h)`` for letterboxing a ``w`` x ``h`` image into ``net_w`` x ``net_h`` (C ints);
+    at least 1 (Darknet would make a 0-pixel image for a 1x5000 strip)."""
     if np.float32(net_w) / np.float32(w) < np.float32(net_h) / np.float32(h):
-        return net_w, (h * net_w) // w
-    return (w * net_h) // h, net_h
+        return net_w, max(1, (h * net_w) // w)
+    return max(1, (w * net_h) // h), net_h
 
 
 def letterbox_image(im: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
