@@ -108,11 +108,14 @@ def schedule(n: int, kinds=KINDS, seed0: int = 0) -> list:
 
 
 def run(n: int = 300, jobs: int = 2, kinds=KINDS, seed0: int = 0, timeout: float = 60.0,
-        mem_gb: float = 6.0, nice: int = 0, progress=None, deadline: float | None = None) -> dict:
+        mem_gb: float = 6.0, nice: int = 0, progress=None, deadline: float | None = None,
+        quick: bool = False) -> dict:
     """Runs ``schedule(n)`` on ``jobs`` workers; returns ``{"table": {kind: Counter}, "bad": [...], ...}``.
-    ``deadline``: seconds after which no new case starts (the cases run so far are reported)."""
+    ``deadline``: seconds after which no new case starts (the cases run so far are reported); ``quick``: cfg
+    cases mutate the small corpus cfgs only."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DARKNET_PRN_MAX_MEMORY="2G",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               DARKNET_PRN_FUZZ_QUICK="1" if quick else "0",
+               PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p))
     todo = queue.Queue()
     for j in schedule(n, kinds, seed0):
         todo.put(j)
