@@ -14,7 +14,7 @@ from pathlib import Path
 from . import mutators as mu
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / ".." / "shared" / "cfg-corpus"
+CORPUS = Path(os.environ.get("DARKNET_PRN_FUZZ_CORPUS") or ROOT / ".." / "shared" / "cfg-corpus")
 KINDS = ("cfg", "weights", "image", "cli")
 
 TINY_CFG = """[net]
