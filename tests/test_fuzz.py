@@ -1,7 +1,6 @@
 """The bounded fuzz run of `make test` (the long one: `make fuzz`, docs/reliability.md): a few hundred seeded
 cfg, weights and image mutants and the CLI path table, each in a capped worker process. Every case must be
 accepted or rejected with a one-line error naming the file: no raw exception, hang or crash."""
-import pytest
 
 from fuzz import runner
 
