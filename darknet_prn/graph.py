@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, heads
-from .cfg import INT_MAX, CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
+from .cfg import INT_MAX, CfgWarning, Section, echo, read_cfg, read_cfg_text, warn_unused
 from .errors import CfgError
 from .fileio import read_input
 from .registry import Registry
@@ -690,6 +690,7 @@ def _resolve_file(g: Context, key):
     for c in cands:
         if os.path.isfile(c):
             return c
+    name = echo(name, quote=False)                 # (only messages repeat it from here: capped)
     _warn(g, key, f"{key}={name}: file not found (looked beside the cfg and in the current directory); "
                   f"the network can be summarised but not run")
     return "missing:" + name

@@ -216,3 +216,10 @@ def test_other_inputs_refuse_fifos_too(tiny, tmp_path):
         load_start_weights(net, fifo)
     with pytest.raises(DarknetError, match=r"gone\.weights: weights file not found$"):
         load_start_weights(net, tmp_path / "gone.weights")
+
+
+def test_a_missing_tree_name_is_capped_in_messages():
+    cfg = NET + "[convolutional]\nfilters=2\nsize=1\n[softmax]\ntree=" + "x" * 100_000 + "\n"
+    with pytest.warns(Warning) as w, pytest.raises(CfgError, match="file not found, cannot run this layer") as e:
+        Darknet.from_cfg_text(cfg, path="m.cfg")
+    assert all(len(str(x.message)) < 300 for x in w) and len(str(e.value)) < 200
