@@ -64,9 +64,9 @@ INT_MAX = 2 ** 31 - 1                     # Darknet's values are C ints
 ECHO_CAP = 60                             # characters of a cfg value or line an error message repeats
 
 # Ranges of the values Darknet's own asserts (or its arithmetic: a division, an allocation) need, by key, for
-# values read from the file (defaults are not checked). ``(lo, hi)``, either None (num and mask bounds: the anchor
-# list Darknet callocs); "nonzero" for [upsample]'s
-# stride (negative: downsample). Every integer is also within a C int.
+# values read from the file (defaults are not checked): ``(lo, hi)``, either None; "nonzero" for [upsample]'s
+# stride (negative: downsample). num and mask are bounded by the anchor list they size. Every integer is also
+# within a C int.
 KEY_RANGES = {
     "size": (1, None), "stride": (1, None), "stride_x": (1, None), "stride_y": (1, None), "filters": (1, None),
     "groups": (1, None), "dilation": (1, None), "output": (1, None), "hidden": (1, None), "num": (1, 1 << 20),
