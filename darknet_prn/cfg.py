@@ -64,15 +64,16 @@ INT_MAX = 2 ** 31 - 1                     # Darknet's values are C ints
 ECHO_CAP = 60                             # characters of a cfg value or line an error message repeats
 
 # Ranges of the values Darknet's own asserts (or its arithmetic: a division, an allocation) need, by key, for
-# values read from the file (defaults are not checked). ``(lo, hi)``, either None; "nonzero" for [upsample]'s
-# stride (negative: downsample). Every integer is also within a C int.
+# values read from the file (defaults are not checked): ``(lo, hi)``, either None; "nonzero" for [upsample]'s
+# stride (negative: downsample). num and mask are bounded by the anchor list they size. Every integer is also
+# within a C int.
 KEY_RANGES = {
     "size": (1, None), "stride": (1, None), "stride_x": (1, None), "stride_y": (1, None), "filters": (1, None),
-    "groups": (1, None), "dilation": (1, None), "output": (1, None), "hidden": (1, None), "num": (1, None),
+    "groups": (1, None), "dilation": (1, None), "output": (1, None), "hidden": (1, None), "num": (1, 1 << 20),
     "side": (1, None), "classes": (0, None), "coords": (0, None), "pad": (0, None), "padding": (0, None),
     "width": (1, None), "height": (1, None), "channels": (1, None), "out_channels": (1, None),
     "crop_width": (1, None), "crop_height": (1, None), "history_size": (1, None), "atoms": (1, None),
-    "inputs": (0, None), "group_id": (0, None), "maxpool_depth": (0, None), "mask": (0, None),
+    "inputs": (0, None), "group_id": (0, None), "maxpool_depth": (0, None), "mask": (0, 1 << 20),
     "sparsity": (0, 1), "beta_nms": (0, 1),
 }
 SECTION_KEY_RANGES = {("upsample", "stride"): "nonzero"}

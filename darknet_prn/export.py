@@ -794,7 +794,7 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
         for n in out_names:
             dyn[n] = {0: "num_selected"} if n == "selected_indices" else {0: "batch"}
 
-    with atomic_path(path, "the ONNX file") as tmp:
+    with atomic_path(path, "the ONNX file", durable=True) as tmp:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")

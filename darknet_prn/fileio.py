@@ -162,9 +162,9 @@ def check_output(path, what: str = "file", error=DarknetError, make_dirs: bool =
     return path, d
 
 
-def _commit(tmp: str, path: str, d: str) -> None:
+def _commit(tmp: str, path: str, d: str, sweep: bool = False) -> None:
     os.replace(tmp, path)
-    if d not in _swept:
+    if sweep or d not in _swept:
         _swept.add(d)
         remove_stale_temps(d)
 
@@ -176,12 +176,14 @@ def _fail(e: BaseException, what: str, error, path: str):
 
 
 def atomic_write(path, write, what: str = "file", error=DarknetError, make_dirs: bool = False,
-                 fsync: bool = False) -> None:
+                 durable: bool = False) -> None:
     """Calls ``write(f)`` on a binary temporary file beside ``path``, then renames it over ``path``.
 
     Never follows a symlink (at ``path`` the link itself is replaced); on any failure the temporary is removed
     and ``path`` keeps what it held; an OSError becomes ``error`` (one line naming ``path``). ``make_dirs``
-    creates the missing directories; ``fsync`` flushes the data to disk before the rename."""
+    creates the missing directories. ``durable`` (weights, checkpoints: few, large files) flushes the data to
+    disk before the rename and sweeps the directory for dead writers' temporaries on every write (else once
+    per directory and process: cheap for thousands of annotated images)."""
     path, d = check_output(path, what, error, make_dirs)
     tmp = _temp_name(d, os.path.basename(path))
     try:
@@ -192,10 +194,10 @@ def atomic_write(path, write, what: str = "file", error=DarknetError, make_dirs:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            if fsync:
+            if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        _commit(tmp, path, d)
+        _commit(tmp, path, d, durable)
     except BaseException as e:
         _remove_entry(tmp)
         _fail(e, what, error, path)
@@ -207,9 +209,10 @@ class atomic_path:
     ``path``, else removed. The same guarantees as :func:`atomic_write`. Without ``with``: ``.tmp``, then
     ``.commit()`` or ``.abort()``."""
 
-    def __init__(self, path, what: str = "file", error=DarknetError, make_dirs: bool = False):
+    def __init__(self, path, what: str = "file", error=DarknetError, make_dirs: bool = False,
+                 durable: bool = False):
         self.path, self._dir = check_output(path, what, error, make_dirs)
-        self._what, self._error = what, error
+        self._what, self._error, self._durable = what, error, durable
         base = os.path.basename(self.path)
         self._tdir = _temp_name(self._dir, base)
         try:
@@ -220,7 +223,7 @@ class atomic_path:
 
     def commit(self) -> None:
         try:
-            _commit(self.tmp, self.path, self._dir)
+            _commit(self.tmp, self.path, self._dir, self._durable)
         except BaseException as e:
             self.abort()
             _fail(e, self._what, self._error, self.path)

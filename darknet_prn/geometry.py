@@ -63,10 +63,11 @@ def blur(antialiasing: int) -> tuple:
 
 def letterbox_size(w: int, h: int, net_w: int, net_h: int) -> tuple:
     """Darknet's ``(new_w, new_h)`` for letterboxing a ``w`` x ``h`` image into ``net_w`` x ``net_h`` (C ints; the
-    comparison of the two scales in float32): ``letterbox_image`` and ``correct_yolo_boxes``."""
+    comparison of the two scales in float32): ``letterbox_image`` and ``correct_yolo_boxes``. At least 1 (Darknet
+    would make a 0-pixel image of a 1x5000 strip)."""
     if np.float32(net_w) / np.float32(w) < np.float32(net_h) / np.float32(h):
-        return net_w, (h * net_w) // w
-    return (w * net_h) // h, net_h
+        return net_w, max(1, (h * net_w) // w)
+    return max(1, (w * net_h) // h), net_h
 
 
 def letterbox_paste(new_w: int, new_h: int, net_w: int, net_h: int):

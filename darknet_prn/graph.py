@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, heads
-from .cfg import CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
+from .cfg import INT_MAX, CfgWarning, Section, echo, read_cfg, read_cfg_text, warn_unused
 from .errors import CfgError
 from .fileio import read_input
 from .registry import Registry
@@ -690,6 +690,7 @@ def _resolve_file(g: Context, key):
     for c in cands:
         if os.path.isfile(c):
             return c
+    name = echo(name, quote=False)                 # (only messages repeat it from here: capped)
     _warn(g, key, f"{key}={name}: file not found (looked beside the cfg and in the current directory); "
                   f"the network can be summarised but not run")
     return "missing:" + name
@@ -990,6 +991,8 @@ def _parse_net(sec: Section, width, height) -> dict:
     h = h if height is None else int(height)
     if w < 0 or h < 0 or c < 0:
         raise sec.error("width, height and channels must not be negative")
+    if max(w, h, c) > INT_MAX:
+        raise sec.error(f"width={w}, height={h}, channels={c}: more than a C int holds")
     if w and h and c:
         shape = (c, h, w)
     elif inputs or (w * h * c):

@@ -201,7 +201,7 @@ class Darknet(nn.Module):
         ck = {"state_dict": self.state_dict(), "cfg_text": self.cfg_text, "cfg_path": self.graph.path,
               "width": self.graph.width, "height": self.graph.height,
               "weights_header": self.weights_header.raw if self.weights_header else None}
-        atomic_write(path, lambda f: torch.save(ck, f), "checkpoint", fsync=True)
+        atomic_write(path, lambda f: torch.save(ck, f), "checkpoint", durable=True)
 
     @classmethod
     def load_checkpoint(cls, path, map_location="cpu") -> "Darknet":

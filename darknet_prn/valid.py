@@ -18,7 +18,7 @@ from .dataset import DataConfig, read_list
 from .errors import DarknetError
 from .evaluation import (EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, _check_common, _common, _make_detector,
                          run_detector)
-from .fileio import atomic_write
+from .fileio import atomic_write, read_input
 
 
 def coco_results(det, paths, batch_size: int = 1, progress=None) -> tuple:
@@ -56,12 +56,10 @@ def coco_eval(ann_path, results, image_ids=None) -> list:
     except ImportError:
         raise DarknetError(f"--coco-eval needs pycocotools: {EVAL_HINT}") from None
     ann_path = os.fspath(ann_path)
+    raw = read_input(ann_path, DarknetError, "annotation file", "an annotation file", "annotation file")
     try:
-        with open(ann_path, "rb") as f:
-            ann = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise DarknetError("annotation file not found", ann_path) from None
-    except (OSError, ValueError) as e:
+        ann = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
         raise DarknetError(f"not a COCO annotation JSON file ({e})", ann_path) from None
     if not isinstance(ann, dict) or "images" not in ann or "annotations" not in ann:
         raise DarknetError("not a COCO annotation file (needs 'images' and 'annotations')", ann_path)

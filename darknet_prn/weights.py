@@ -318,4 +318,4 @@ def save_weights(model, path, header: Header | None = None, upto: int | None = N
                 arr = model.tensor(layer.index, spec.name).detach().to("cpu", copy=False).contiguous().numpy()
                 f.write(_to_file(arr.astype("<f4", copy=False), spec, transpose).tobytes())
 
-    atomic_write(path, write, "weights", WeightsError, fsync=True)
+    atomic_write(path, write, "weights", WeightsError, durable=True)

@@ -198,3 +198,28 @@ def test_batch_detect_keeps_the_good_results(tiny, tmp_path):
         det.detect([str(DOG), str(bad)], errors="raise")
     with pytest.raises(DarknetError, match="bad.jpg"):
         det.detect(str(bad))                                              # one image: raises as before
+
+
+def test_other_inputs_refuse_fifos_too(tiny, tmp_path):
+    """The COCO annotation file of `valid --coco-eval` and the start weights of `train` open like every input."""
+    pytest.importorskip("pycocotools")
+    from darknet_prn.train.trainer import load_start_weights
+    from darknet_prn.valid import coco_eval
+    fifo = tmp_path / "ann.json"
+    os.mkfifo(fifo)
+    with pytest.raises(DarknetError, match=r"ann\.json: is a FIFO \(named pipe\), not an annotation file$"):
+        coco_eval(fifo, [])
+    with pytest.raises(DarknetError, match=r"nothing\.json: annotation file not found$"):
+        coco_eval(tmp_path / "nothing.json", [])
+    net = Darknet.from_cfg(tiny / "tiny.cfg")
+    with pytest.raises(DarknetError, match=r"ann\.json: is a FIFO \(named pipe\), not a \.weights file$"):
+        load_start_weights(net, fifo)
+    with pytest.raises(DarknetError, match=r"gone\.weights: weights file not found$"):
+        load_start_weights(net, tmp_path / "gone.weights")
+
+
+def test_a_missing_tree_name_is_capped_in_messages():
+    cfg = NET + "[convolutional]\nfilters=2\nsize=1\n[softmax]\ntree=" + "x" * 100_000 + "\n"
+    with pytest.warns(Warning) as w, pytest.raises(CfgError, match="file not found, cannot run this layer") as e:
+        Darknet.from_cfg_text(cfg, path="m.cfg")
+    assert all(len(str(x.message)) < 300 for x in w) and len(str(e.value)) < 200

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import DarknetError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, open_input
 
 
 # --- distributed -----------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def load_start_weights(net, path) -> str:
     loads the layers that fit. Returns a one-line summary."""
     import warnings
     from ..weights import Header, WarningLoad
-    with open(path, "rb") as f:
+    with open_input(path, DarknetError, "weights file", "a .weights file", "weights") as f:
         head = f.read(20)
     try:
         size = os.path.getsize(path)
