@@ -56,7 +56,7 @@ def build_parser(argv_cmd: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_process()          # OpenMP threads that sleep, not spin: before any command imports torch
+    configure_process()          # OpenMP's wait policy for this machine's load: before any command imports torch
     warnings.formatwarning = _format_warning
     cmd = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(cmd if cmd in COMMANDS else None)

@@ -699,8 +699,8 @@ class _Session:
                 if dest != "-":
                     written.append(f"{what} {dest}")
                 if kind == "coco" and args.thresh > 0.005:
-                    print(f"darknet-prn detect: note: COCO mAP needs low-confidence detections too: use --thresh "
-                          f"0.005, or `darknet-prn valid` (Darknet's 0.001, NMS 0.6)", file=sys.stderr)
+                    print("darknet-prn detect: note: COCO mAP needs low-confidence detections too: use --thresh "
+                          "0.005, or `darknet-prn valid` (Darknet's 0.001, NMS 0.6)", file=sys.stderr)
             except DarknetError as e:
                 errors += 1
                 print(f"darknet-prn detect: error: {e}", file=sys.stderr, flush=True)
