@@ -14,7 +14,8 @@ rounds' timings. Between two engines the parent sleeps 0.2 s so that spinning wo
 random weights of the right size (``benchmarks.latency``'s); the peers run our ONNX export of it
 (``Darknet.export_onnx``: BN folded, standard ops), with a static input shape (batch fixed per row).
 
-Engines: ``ours`` (``net.eval(); net(x)``, f32, the default), ``ours-bf16`` (``set_backend("torch",
+Engines: ``ours`` (``net.eval(); net(x)``, f32, the default; ``OMP_WAIT_POLICY=PASSIVE`` as the ``darknet-prn``
+command and ``darknet_prn.set_threads()`` set it, ``--omp-wait-policy``), ``ours-bf16`` (``set_backend("torch",
 precision="bf16")``), ``ort`` (ONNX Runtime, CPU provider, ``intra_op_num_threads``, its default spinning),
 ``ov`` (OpenVINO, ``INFERENCE_PRECISION_HINT=f32``, ``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_NUM_THREADS``),
 ``ov-default`` (OpenVINO's own default precision: bf16 on CPUs with AMX/AVX-512 BF16), ``opencv`` (cv2.dnn on
@@ -155,11 +156,15 @@ def worker(args):
 
 
 class Worker:
-    def __init__(self, engine, cfg, weights, onnx, size):
+    def __init__(self, engine, cfg, weights, onnx, size, omp_wait_policy="passive"):
         self.engine = engine
+        env = dict(os.environ)
+        if engine.startswith("ours") and omp_wait_policy != "default":
+            # what the darknet-prn command and darknet_prn.set_threads() give (OpenMP threads sleep when idle)
+            env.setdefault("OMP_WAIT_POLICY", omp_wait_policy.upper())
         self.p = subprocess.Popen([sys.executable, "-m", "benchmarks.engines", "--worker", engine, "--cfg", str(cfg),
                                    "--weights", str(weights), "--onnx", str(onnx), "--size", str(size)],
-                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                  cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def time(self, batch, threads, reps):
         self.p.stdin.write(json.dumps({"batch": batch, "threads": threads, "reps": reps}) + "\n")
@@ -216,7 +221,7 @@ def bench_engines(args, models):
             src = int8 if e.endswith("-int8") else onnx
             if src is None:
                 continue
-            ws[e] = Worker(e, cfg, weights, src, args.size)
+            ws[e] = Worker(e, cfg, weights, src, args.size, args.omp_wait_policy)
         try:
             for batch in args.batches:
                 for th in args.threads:
@@ -304,6 +309,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, help="timed forwards per engine and round (default 5, batch 8: 2)")
     p.add_argument("--profile", metavar="MODEL", help="only a per-layer profile of MODEL: ours vs OpenVINO f32")
     p.add_argument("--accuracy", action="store_true", help="only the accuracy table (mAP, detection change)")
+    p.add_argument("--omp-wait-policy", default="passive", choices=("passive", "active", "default"),
+                   help="OMP_WAIT_POLICY of our workers (default passive, as the darknet-prn command sets it; "
+                        "'default' leaves the environment alone)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--cfg", help=argparse.SUPPRESS)
