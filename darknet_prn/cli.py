@@ -19,13 +19,16 @@ from .threads import configure_process
 COMMANDS = {
     "detect": ("darknet_prn.detect", "detect objects in images, directories or videos (like darknet detector test)"),
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
-    "export": ("darknet_prn.export", "export a model to ONNX"),
+    "export": ("darknet_prn.export_cli", "export a model to ONNX"),
     "quantize": ("darknet_prn.quantize", "int8 post-training quantization to ONNX, calibrated on a .data set"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
     "map": ("darknet_prn.evaluation", "mean average precision on a labelled list (like darknet detector map)"),
     "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),
     "calc-anchors": ("darknet_prn.anchors", "k-means anchors for a dataset (like darknet detector calc_anchors)"),
     "partial": ("darknet_prn.partial", "the first N layers' weights, e.g. yolov4.conv.137 (like darknet partial)"),
+    "synth": ("darknet_prn.train.synthetic", "write a synthetic detection dataset in Darknet's format"),
+    "train": ("darknet_prn.train.trainer", "train a detector on a Darknet dataset (like darknet detector train)"),
+    "augment": ("darknet_prn.train.preview", "draw augmented training samples with their boxes (a grid image)"),
 }
 
 
