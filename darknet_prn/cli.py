@@ -20,6 +20,7 @@ COMMANDS = {
     "detect": ("darknet_prn.detect", "detect objects in images, directories or videos (like darknet detector test)"),
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
     "export": ("darknet_prn.export_cli", "export a model to ONNX"),
+    "quantize": ("darknet_prn.quantize", "int8 post-training quantization to ONNX, calibrated on a .data set"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
     "map": ("darknet_prn.evaluation", "mean average precision on a labelled list (like darknet detector map)"),
     "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),
