@@ -2,6 +2,7 @@
 
     python -m benchmarks.latency            # the full run (docs/performance.md holds one), ~15-25 min on 2 cores
     python -m benchmarks.latency --quick    # smoke run: yolov3-tiny-prn + yolov4-tiny, batch 1, few reps
+    python -m benchmarks.latency --contended   # idle vs one core busy, per OpenMP wait policy (contended.py)
     make bench
 
 What it measures, every pair in the same process and interleaved (A B A B ...), medians:
@@ -43,6 +44,7 @@ IMAGES = Path(os.environ.get("DARKNET_PRN_IMAGES", ROOT / ".." / "shared" / "dat
 CACHE = ROOT / "build" / "bench"
 MODELS = ["yolov3-tiny-prn", "yolov3-tiny", "yolov4-tiny", "yolov4", "yolov7-tiny"]
 QUICK_MODELS = ["yolov3-tiny-prn", "yolov4-tiny"]
+CONTENDED_MODELS = ["yolov3-tiny-prn", "yolov3-tiny"]
 # random weights leave every yolo objectness near 0.5, so ~50k boxes pass a 0.25 threshold and NMS dominates
 # both pipelines; the benchmark weights shift the head convs' objectness biases by this much instead
 OBJ_BIAS = -4.0
@@ -68,14 +70,30 @@ def parse_args(argv=None):
     p.add_argument("--omp-wait-policy", default="default", choices=("passive", "active", "default"),
                    help="OMP_WAIT_POLICY set before torch is imported ('default', the default, leaves the "
                         "environment alone; 'passive' for machines shared with other busy processes)")
+    p.add_argument("--contended", action="store_true", help="idle vs one core kept busy, side by side, per OpenMP "
+                   "wait policy (benchmarks/contended.py; default models yolov3-tiny-prn,yolov3-tiny, batch 1)")
+    p.add_argument("--policies", default="default,passive", help="--contended: OpenMP settings to compare "
+                   "(default, passive, spin10k, cli; comma-separated)")
+    p.add_argument("--rounds", type=int, default=3, help="--contended: rounds of child processes (default 3)")
+    p.add_argument("--contended-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args(argv)
-    a.models = a.models.split(",") if a.models else (QUICK_MODELS if a.quick else MODELS)
+    contended = a.contended or a.contended_child
+    a.models = a.models.split(",") if a.models else (
+        QUICK_MODELS[:1] if a.quick and contended else CONTENDED_MODELS if contended else
+        QUICK_MODELS if a.quick else MODELS)
     a.batches = [int(v) for v in a.batches.split(",")] if a.batches else ([1] if a.quick else [1, 8])
-    a.threads = [int(v) for v in a.threads.split(",")] if a.threads else ([2] if a.quick else [1, 2])
-    a.reps = a.reps or (6 if a.quick else 15)
+    a.threads = [int(v) for v in a.threads.split(",")] if a.threads else (
+        [len(os.sched_getaffinity(0))] if contended else [2] if a.quick else [1, 2])
+    a.reps = a.reps or (3 if a.quick and contended else 8 if contended else 6 if a.quick else 15)
     a.budget = a.budget or (15.0 if a.quick else 60.0)
+    if contended and a.backends == "torch":
+        a.backends = "torch,onnxruntime,openvino"
     a.backends = [b for b in a.backends.split(",") if b]
+    a.engines = [b for b in a.backends if b != "torch"]
+    a.policies = [s for s in a.policies.split(",") if s]
+    if a.quick and contended:
+        a.rounds = 1
     a.skip = set(s for s in a.skip.split(",") if s)
     if a.quick:
         a.detect_images = min(a.detect_images, 10)
@@ -540,6 +558,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     set_omp_policy(args.omp_wait_policy)
     sys.path.insert(0, str(ROOT))
+    if args.contended_child:
+        from . import contended
+        contended.child(args)
+        return 0
+    if args.contended:
+        from . import contended
+        res = contended.run(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1, default=str)
+        return 0
     import warnings
     warnings.filterwarnings("ignore")
     import torch  # noqa: F401  -- after OMP_WAIT_POLICY

@@ -497,8 +497,14 @@ static void resize_rows(void *ctx, Py_ssize_t r0, Py_ssize_t r1)
     slot[1] = rows + w * 3;
     for (r = r0; r < r1; ++r) {
         float sy = (float)r * j->h_scale;
-        Py_ssize_t iy = (Py_ssize_t)sy, iy1 = iy + 1 < ih ? iy + 1 : ih - 1;
-        float dy = sy - (float)iy, wy = 1.0f - dy;
+        Py_ssize_t iy = (Py_ssize_t)sy, iy1;
+        float dy = sy - (float)iy, wy;
+        if (iy > ih - 1) {                        /* (float)(ih-1) rounded up (ih > 2^24): the edge, dy = 0 */
+            iy = ih - 1;
+            dy = 0.0f;
+        }
+        iy1 = iy + 1 < ih ? iy + 1 : ih - 1;
+        wy = 1.0f - dy;
         int last = (r == h - 1 || ih == 1), q, k;
         Py_ssize_t want[2] = {iy, iy1};
         const float *p[2] = {NULL, NULL};
@@ -546,6 +552,9 @@ static PyObject *py_resize_chw(PyObject *self, PyObject *args)
         return NULL;
     if (ih < 1 || iw < 1 || h < 1 || w < 1) {
         PyErr_SetString(PyExc_ValueError, "resize_chw: empty image");
+    } else if (ih > INT32_MAX || iw > INT32_MAX || h > INT32_MAX || w > INT32_MAX || ih > PY_SSIZE_T_MAX / 3 / iw
+               || h > PY_SSIZE_T_MAX / 12 / w) {
+        PyErr_SetString(PyExc_ValueError, "resize_chw: image too large");
     } else if (need(&src, ih * iw * 3, "src") && need(&lut, 256 * 4, "lut") && need(&out, 3 * h * w * 4, "out")) {
         void *mem = malloc((size_t)w * (sizeof(int32_t) + sizeof(float)));
         if (!mem) {
@@ -559,6 +568,10 @@ static PyObject *py_resize_chw(PyObject *self, PyObject *args)
                 float sx = (float)c * w_scale;
                 ix[c] = (int32_t)sx;
                 dx[c] = sx - (float)ix[c];
+                if (ix[c] > iw - 1) {             /* past the last column (iw > 2^24): the edge, dx = 0 */
+                    ix[c] = (int32_t)(iw - 1);
+                    dx[c] = 0.0f;
+                }
             }
             job.src = (const uint8_t *)src.buf;
             job.ih = ih;

@@ -11,6 +11,7 @@ Typed getters mark a key as used; keys never used are reported as warnings, like
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -59,6 +60,30 @@ SECTION_ALIASES = {
 }
 
 _INT_RE = re.compile(r"[+-]?\d+")
+INT_MAX = 2 ** 31 - 1                     # Darknet's values are C ints
+ECHO_CAP = 60                             # characters of a cfg value or line an error message repeats
+
+# Ranges of the values Darknet's own asserts (or its arithmetic: a division, an allocation) need, by key, for
+# values read from the file (defaults are not checked). ``(lo, hi)``, either None; "nonzero" for [upsample]'s
+# stride (negative: downsample). Every integer is also within a C int.
+KEY_RANGES = {
+    "size": (1, None), "stride": (1, None), "stride_x": (1, None), "stride_y": (1, None), "filters": (1, None),
+    "groups": (1, None), "dilation": (1, None), "output": (1, None), "hidden": (1, None), "num": (1, None),
+    "side": (1, None), "classes": (0, None), "coords": (0, None), "pad": (0, None), "padding": (0, None),
+    "width": (1, None), "height": (1, None), "channels": (1, None), "out_channels": (1, None),
+    "crop_width": (1, None), "crop_height": (1, None), "history_size": (1, None), "atoms": (1, None),
+    "inputs": (0, None), "group_id": (0, None), "maxpool_depth": (0, None), "mask": (0, None),
+    "sparsity": (0, 1), "beta_nms": (0, 1),
+}
+SECTION_KEY_RANGES = {("upsample", "stride"): "nonzero"}
+
+
+def echo(text, quote: bool = True) -> str:
+    """``repr(text)`` (or the text), shortened to about ECHO_CAP characters: a message never repeats a 1 MB
+    line."""
+    text = str(text)
+    q = repr if quote else str
+    return q(text) if len(text) <= ECHO_CAP else q(text[:ECHO_CAP]) + f"... ({len(text)} characters)"
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
 
 
@@ -110,22 +135,46 @@ class Section:
                 self.options[k].used = True
 
     # -- typed getters --------------------------------------------------------------------------------
-    def _number(self, key, text, regex, conv, kind):
+    def _number(self, key, text, regex, conv, kind, rng=None):
         t = text
         m = regex.match(t)
         if m is None:
-            raise self.error(f"bad number for '{key}': {text!r} is not {kind}", key)
+            raise self.error(f"bad number for '{key}': {echo(text)} is not {kind}", key)
         rest = t[m.end():]
+        v = None
         if rest and rest[0] not in "#;":
             if kind == "an integer":
                 # Darknet's atoi("2.0") reads 2; accept a float with an integral value, reject others
                 fm = _FLOAT_RE.match(t)
                 if fm and (not t[fm.end():] or t[fm.end()] in "#;"):
-                    v = float(fm.group(0))
-                    if v == int(v):
-                        return int(v)
-            raise self.error(f"bad number for '{key}': {text!r} is not {kind}", key)
-        return conv(m.group(0))
+                    f = float(fm.group(0))
+                    if math.isfinite(f) and f == int(f):
+                        v = int(f) if abs(f) <= INT_MAX else INT_MAX + 1
+            if v is None:
+                raise self.error(f"bad number for '{key}': {echo(text)} is not {kind}", key)
+        elif kind == "an integer":
+            digits = m.group(0).lstrip("+-").lstrip("0")
+            v = int(m.group(0)) if len(digits) <= 10 else INT_MAX + 1     # (no 4300-digit int() error)
+        else:
+            v = conv(m.group(0))
+        self._check_range(key, v, kind, rng)
+        return v
+
+    def _check_range(self, key, v, kind, rng):
+        if kind == "an integer" and abs(v) > INT_MAX:
+            raise self.error(f"{key}={echo(self.options[key].value)} is out of range (more than a C int holds)", key)
+        if kind != "an integer" and not math.isfinite(v):
+            raise self.error(f"{key}={v} is not a finite number", key)
+        rng = rng or SECTION_KEY_RANGES.get((self.type, key)) or KEY_RANGES.get(key)
+        if rng == "nonzero":
+            if v == 0:
+                raise self.error(f"{key}=0 is out of range: must not be 0", key)
+            return
+        lo, hi = rng or (None, None)
+        if lo is not None and v < lo:
+            raise self.error(f"{key}={v} is out of range: must be >= {lo}", key)
+        if hi is not None and v > hi:
+            raise self.error(f"{key}={v} is out of range: must be <= {hi}", key)
 
     def _value(self, key: str, required: bool):
         text = self.raw(key)
@@ -133,13 +182,18 @@ class Section:
             raise self.error(f"missing required key '{key}'")
         return text
 
-    def get_int(self, key: str, default=None, required: bool = False):
+    def get_int(self, key: str, default=None, required: bool = False, lo=None, hi=None):
+        """The key's integer (else ``default``); a value read from the file must lie in ``[lo, hi]`` (when
+        given, else KEY_RANGES' range for the key) and in a C int, else a CfgError at its line."""
         text = self._value(key, required)
-        return default if text is None else self._number(key, text, _INT_RE, int, "an integer")
+        rng = (lo, hi) if lo is not None or hi is not None else None
+        return default if text is None else self._number(key, text, _INT_RE, int, "an integer", rng)
 
-    def get_float(self, key: str, default=None, required: bool = False):
+    def get_float(self, key: str, default=None, required: bool = False, lo=None, hi=None):
+        """The key's number (else ``default``): finite, in ``[lo, hi]`` or KEY_RANGES' range."""
         text = self._value(key, required)
-        return default if text is None else self._number(key, text, _FLOAT_RE, float, "a number")
+        rng = (lo, hi) if lo is not None or hi is not None else None
+        return default if text is None else self._number(key, text, _FLOAT_RE, float, "a number", rng)
 
     def get_str(self, key: str, default=None, required: bool = False):
         text = self._value(key, required)
@@ -150,6 +204,8 @@ class Section:
         if text is None:
             return None
         text = re.split(r"[#;]", text, maxsplit=1)[0]
+        if len(text) > 1_000_000:
+            raise self.error(f"'{key}' has {len(text)} characters: too long", key)
         items = text.split(",")
         if items and items[-1] == "":
             items = items[:-1]          # Darknet tolerates a trailing comma
@@ -178,10 +234,10 @@ def read_cfg_text(text: str, path: str = "<cfg>") -> list:
             continue
         if s[0] == "[":
             if not s.endswith("]"):
-                raise CfgError(f"malformed section header {line.strip()!r}", path, lineno)
+                raise CfgError(f"malformed section header {echo(line.strip())}", path, lineno)
             name = s[1:-1]
             if name not in SECTION_ALIASES:
-                raise CfgError(f"unknown section [{name}]", path, lineno)
+                raise CfgError(f"unknown section [{echo(name, quote=False)}]", path, lineno)
             if not sections and SECTION_ALIASES[name] != "net":
                 raise CfgError(f"first section must be [net] or [network], not [{name}]", path, lineno)
             if sections and SECTION_ALIASES[name] == "net":
@@ -190,13 +246,13 @@ def read_cfg_text(text: str, path: str = "<cfg>") -> list:
             sections.append(cur)
             continue
         if cur is None:
-            raise CfgError(f"option {s!r} before any section", path, lineno)
+            raise CfgError(f"option {echo(s)} before any section", path, lineno)
         if "=" not in s:
-            warnings.warn(CfgWarning(f"{path}:{lineno}: line {s!r} has no '=', ignored"), stacklevel=2)
+            warnings.warn(CfgWarning(f"{path}:{lineno}: line {echo(s)} has no '=', ignored"), stacklevel=2)
             continue
         key, value = s.split("=", 1)
         if value == "" or key == "":
-            raise CfgError(f"config line {s!r} has no {'value' if key else 'key'}", path, lineno)
+            raise CfgError(f"config line {echo(s)} has no {'value' if key else 'key'}", path, lineno)
         opt = Option(key, value, lineno)
         if key in cur.options:
             cur.extra.append(opt)
@@ -214,5 +270,6 @@ def read_cfg(path) -> list:
 
 def warn_unused(section: Section) -> None:
     for o in section.unused():
-        warnings.warn(CfgWarning(f"{section.path}:{o.line}: unused field '{o.key} = {o.value}' in [{section.name}]"),
+        warnings.warn(CfgWarning(f"{section.path}:{o.line}: unused field {echo(o.key + ' = ' + o.value)} in "
+                                 f"[{section.name}]"),
                       stacklevel=3)

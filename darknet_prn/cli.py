@@ -1,6 +1,9 @@
 """The ``darknet-prn`` command line. Each subcommand lives in its own module, which provides
 ``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches and turns
-:class:`DarknetError` into a one-line message with exit status 2."""
+:class:`DarknetError` into a one-line message with exit status 2.
+
+Exit status, for every command: 0 everything worked, 1 some inputs failed (each reported on stderr; the others
+were processed), 2 bad usage or input that stops the command (a one-line error), 130 interrupted."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +13,7 @@ import warnings
 
 from . import __version__
 from .errors import DarknetError
+from .threads import configure_process
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -17,6 +21,10 @@ COMMANDS = {
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
     "export": ("darknet_prn.export_cli", "export a model to ONNX"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
+    "map": ("darknet_prn.evaluation", "mean average precision on a labelled list (like darknet detector map)"),
+    "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),
+    "calc-anchors": ("darknet_prn.anchors", "k-means anchors for a dataset (like darknet detector calc_anchors)"),
+    "partial": ("darknet_prn.partial", "the first N layers' weights, e.g. yolov4.conv.137 (like darknet partial)"),
 }
 
 
@@ -45,6 +53,7 @@ def build_parser(argv_cmd: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    configure_process()          # OpenMP threads that sleep, not spin: before any command imports torch
     warnings.formatwarning = _format_warning
     cmd = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(cmd if cmd in COMMANDS else None)

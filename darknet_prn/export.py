@@ -56,7 +56,6 @@ import io
 import json
 import math
 import os
-import secrets
 import warnings
 from dataclasses import dataclass, field
 
@@ -68,6 +67,7 @@ from . import __version__, geometry
 from .activations import onnx_activate as export_activate
 from .engines import ort_session
 from .errors import DarknetError
+from .fileio import atomic_path, check_output
 from .graph import HEAD_TYPES, STATEFUL_TYPES
 from .heads import layout_of
 from .modules import (BN_EPS, add_leading, add_sources, binary_weights, blur_kernel, fold_bn, route_inputs,
@@ -716,27 +716,7 @@ def _check_args(net, path, opset, batch, decode, nms, conf_thresh, iou_thresh):
                                f"state between calls; [history] does not run)", l.section.path, l.section.line)
     if decode or nms:
         Decode(net.graph)      # raises for classifier nets and undecodable heads
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise DarknetError("cannot write the ONNX file: is a directory", path)
-    if not os.path.isdir(d):
-        raise DarknetError(f"cannot write the ONNX file: directory {d} does not exist", path)
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise DarknetError(f"cannot write the ONNX file: directory {d} is not writable", path)
-    return path
-
-
-def _tmp_name(path):
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.part")
-
-
-def _remove(p):
-    try:
-        os.remove(p)
-    except OSError:
-        pass
+    return check_output(path, "the ONNX file")[0]
 
 
 def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, decode: bool = False,
@@ -814,8 +794,7 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
         for n in out_names:
             dyn[n] = {0: "num_selected"} if n == "selected_indices" else {0: "batch"}
 
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path, "the ONNX file") as tmp:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
@@ -870,11 +849,10 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
         for k, v in props.items():
             e = m.metadata_props.add()
             e.key, e.value = k, v
-        try:
-            with open(tmp, "wb") as f:
-                f.write(m.SerializeToString())
-        except OSError as e:
-            raise DarknetError(f"cannot write the ONNX file: {e.strerror or e}", path) from None
+        with open(tmp, "wb") as f:
+            f.write(m.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
         try:
             onnx.checker.check_model(tmp, full_check=True)
         except Exception as e:  # noqa: BLE001
@@ -892,19 +870,8 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
             result.note = "not verified: onnxruntime is not installed (pip install onnxruntime)"
         else:
             result.note = "not verified (--no-verify)"
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     result.bytes = os.path.getsize(path)
     return result
-
-
-def _umask():
-    u = os.umask(0)
-    os.umask(u)
-    return u
 
 
 def _head_meta(l):

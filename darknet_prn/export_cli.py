@@ -33,6 +33,8 @@ def add_arguments(p):
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="fold batch norm into the convolutions (default on)")
     p.add_argument("--half", action="store_true", help="float16 weights and activations (input/outputs float32)")
+    p.add_argument("--partial", action="store_true",
+                   help="load a .weights file that does not fit the cfg as far as it goes (with a warning)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check the file with ONNX Runtime against PyTorch (default: on when onnxruntime is "
                         "installed)")
@@ -43,7 +45,7 @@ def run(args) -> int:
     if not out:
         out = os.path.splitext(os.path.basename(args.weights))[0] + ".onnx"
     net = Darknet.from_cfg(args.cfg, width=args.width, height=args.height)
-    net.load_weights(args.weights)
+    net.load_weights(args.weights, partial=getattr(args, "partial", False))
     net.eval()
     res = export_onnx(net, out, opset=args.opset, dynamic_batch=args.dynamic_batch, decode=args.decode,
                       nms=args.nms, fuse=args.fuse, half=args.half, verify=args.verify, batch=args.batch,

@@ -43,6 +43,7 @@ from .engines import ONNX_BACKENDS, openvino_model, ort_session
 from .errors import DarknetError
 from .graph import STATEFUL_TYPES
 from .modules import blur, fold_bn, route_inputs
+from .precision import compute_dtype
 from .registry import Registry
 
 CL = torch.channels_last
@@ -129,12 +130,19 @@ class FastPlan(_NotCopied):
     ``plan(x)`` returns the network outputs like ``Darknet.forward``; run it under ``torch.no_grad()``.
     The switches exist for the ablation in ``benchmarks/latency.py --ablation``: ``channels_last`` (NHWC
     activations), ``fuse`` (oneDNN conv with fused activation and pre-packed weights, else ``F.conv2d`` plus an
-    in-place activation), ``pool`` (separable max-pool), ``chunk`` (images per chunk; None: from the cache size)."""
+    in-place activation), ``pool`` (separable max-pool), ``chunk`` (images per chunk; None: from the cache size).
+    ``precision`` (``darknet_prn.precision``): ``"bf16"``/``"fp16"`` run the convolutions (weights packed once) and
+    the activations between them in that dtype; the yolo heads, other module layers and the outputs stay float32."""
 
-    def __init__(self, net, channels_last: bool = True, fuse: bool = True, pool: bool = True, chunk=None):
+    def __init__(self, net, channels_last: bool = True, fuse: bool = True, pool: bool = True, chunk=None,
+                 precision: str = "f32"):
         ps = list(_tensors(net))
         self.device = ps[0].device if ps else torch.device("cpu")
         self.dtype = ps[0].dtype if ps else torch.float32
+        self.precision = precision
+        cdt = compute_dtype(precision, self.device)
+        self.cdt = self.dtype if precision == "f32" else cdt     # the dtype convolutions compute in
+        self.low = self.cdt != self.dtype
         self.onednn = fuse and self.device.type == "cpu" and self.dtype == torch.float32 and mkldnn_ok()
         self.channels_last = channels_last and self.device.type == "cpu"
         self.separable_pool = pool
@@ -168,6 +176,14 @@ class FastPlan(_NotCopied):
         """Any other layer: its own module on NCHW-contiguous inputs (exactly the exact path)."""
         refs = list(l.refs) if l.type != "convolutional" else []
 
+        if self.low:      # reduced precision: the module runs in the parameters' dtype
+            dt = self.dtype
+
+            def run(x, outs, m=m, refs=refs):
+                o = {r: outs[r].to(dt).contiguous() for r in refs}
+                return m(x.to(dt).contiguous(), o)
+            return _Step(l.index, run, l.type)
+
         def run(x, outs, m=m, refs=refs):
             o = {r: outs[r].contiguous() for r in refs}
             return m(x.contiguous(), o)
@@ -197,6 +213,9 @@ class FastPlan(_NotCopied):
         tw = geometry.window_out(wd, k, sx, 2 * tx, d)
         aa = p["antialiasing"]
         crop = (th, tw) != (oh, ow)
+        cdt, low = self.cdt, self.low
+        if low:
+            wf = wf.to(cdt)
 
         def finish(y):
             if crop:
@@ -207,6 +226,8 @@ class FastPlan(_NotCopied):
         if ty < 0 or tx < 0 or th < oh or tw < ow:
             # cropping geometry: the module's padding logic with the folded weights
             def run(x, outs, m=m, wf=wf, bf=bf, act=act):
+                if low and x.dtype != cdt:
+                    x = x.to(cdt)
                 y = act_inplace(m.conv(x, wf).add_(bf.view(1, -1, 1, 1)), act)
                 return blur(y, p["blur_size"], p["blur_pad"], p["blur_stride"]) if aa else y
             return _Step(l.index, run, "conv(generic)")
@@ -220,6 +241,8 @@ class FastPlan(_NotCopied):
             cl = self.channels_last
 
             def run(x, outs, packed=packed, bf=bf, attr=attr, scalars=scalars, rest=rest):
+                if low and x.dtype != cdt:
+                    x = x.to(cdt)
                 if cl and not x.is_contiguous(memory_format=CL):
                     x = x.contiguous(memory_format=CL)
                 y = conv(x, packed, bf, pad, stride, dil, g, attr, scalars, "")
@@ -229,8 +252,12 @@ class FastPlan(_NotCopied):
             return _Step(l.index, run, f"conv+{attr}" + (f"+{rest}" if rest else ""))
         if self.channels_last:
             wf = wf.contiguous(memory_format=CL)
+        if low:
+            bf = bf.to(cdt)
 
         def run(x, outs, wf=wf, bf=bf, act=act):
+            if low and x.dtype != cdt:
+                x = x.to(cdt)
             y = act_inplace(F.conv2d(x, wf, bf, stride, pad, dil, g), act)
             return finish(y) if crop or aa else y
         return _Step(l.index, run, "conv")
@@ -326,8 +353,10 @@ class FastPlan(_NotCopied):
         """[yolo] in place on an NCHW copy: logistic on x, y, objectness and classes, then scale_x_y."""
         A, per, sc, new_coords = l.p["layout"].anchors, l.p["layout"].per, l.p["scale_x_y"], l.p["new_coords"]
 
+        dt = self.dtype
+
         def run(x, outs):
-            y = x.contiguous()
+            y = x.to(dt).contiguous()        # float32 heads in a reduced-precision plan
             if y.data_ptr() == x.data_ptr():
                 y = y.clone()
             n, c, h, w = y.shape
@@ -373,6 +402,8 @@ class FastPlan(_NotCopied):
             if fa:
                 for r in fa:
                     del outs[r]
+        if self.low:
+            return [outs[i].to(self.dtype).contiguous() for i in self.output_layers]
         return [outs[i].contiguous() for i in self.output_layers]
 
 
@@ -383,11 +414,14 @@ class FastPlan(_NotCopied):
 class OnnxPlan(_NotCopied):
     """The exported ONNX graph of ``net`` in ONNX Runtime or OpenVINO (CPU, float32, dynamic batch)."""
 
-    def __init__(self, net, engine: str, threads: int | None = None):
+    def __init__(self, net, engine: str, threads: int | None = None, precision: str = "f32"):
         import tempfile
+        from .precision import check_backend_precision
         if engine not in ONNX_BACKENDS:
             raise DarknetError(f"unknown ONNX backend '{engine}' ({', '.join(ONNX_BACKENDS)})")
+        check_backend_precision(engine, precision, "cpu")
         self.backend = engine
+        self.precision = precision
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.threads = int(threads or torch.get_num_threads())
@@ -400,7 +434,7 @@ class OnnxPlan(_NotCopied):
                 name = sess.get_inputs()[0].name
                 self._run = lambda a: sess.run(None, {name: a})
             else:
-                cm = openvino_model(path, self.threads)
+                cm = openvino_model(path, self.threads, precision)
                 req = cm.create_infer_request()
                 outs = list(cm.outputs)
                 self._run = lambda a: [req.infer({0: a})[o] for o in outs]

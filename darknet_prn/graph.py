@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import numpy as np
 from . import geometry, heads
 from .cfg import CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
 from .errors import CfgError
+from .fileio import read_input
 from .registry import Registry
 
 ACTIVATIONS = (
@@ -694,21 +696,26 @@ def _resolve_file(g: Context, key):
 
 
 def read_tree(path):
-    """Darknet's ``read_tree``: lines ``name parent``; consecutive entries with one parent form a group."""
+    """Darknet's ``read_tree``: lines ``name parent``; consecutive entries with one parent form a group.
+    ``parent`` is read as ``sscanf("%d")`` does (no number: -1) and must be an earlier entry, else the file is
+    not a tree (a one-line CfgError naming the file and line, never its content)."""
     parents, group_offset, group_size = [], [], []
     last = -1
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if not parts:
-                continue
-            parent = int(parts[1]) if len(parts) > 1 else -1
-            if parent != last or not group_offset:
-                group_offset.append(len(parents))
-                group_size.append(0)
-                last = parent
-            group_size[-1] += 1
-            parents.append(parent)
+    text = read_input(path, CfgError, "tree file", "a tree file", "tree file").decode("utf-8", errors="replace")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        m = re.match(r"[+-]?\d+", parts[1]) if len(parts) > 1 else None
+        parent = -1 if m is None else int(m.group()) if len(m.group()) < 12 else len(parents)  # (too long: bad)
+        if not -1 <= parent < len(parents):
+            raise CfgError("not a Darknet tree file: the parent index is not an earlier entry", path, lineno)
+        if parent != last or not group_offset:
+            group_offset.append(len(parents))
+            group_size.append(0)
+            last = parent
+        group_size[-1] += 1
+        parents.append(parent)
     return dict(n=len(parents), group_offset=group_offset, group_size=group_size, parent=parents)
 
 
@@ -911,6 +918,11 @@ def _rconv(s: Section, g: Context, default_act):
         (c, h, w), (oh, ow)
 
 
+def _check_groups(g: Context, groups: int, name: str, ci: int, co: int):
+    if ci % groups or co % groups:
+        raise g.error(f"groups={groups} must divide the channels of its {name} convolution ({ci} -> {co})", "groups")
+
+
 @register("crnn")
 def parse_crnn(g: Context) -> Layer:
     s = g.sec
@@ -920,6 +932,7 @@ def parse_crnn(g: Context) -> Layer:
     size, groups = p["size"], p["groups"]
     arrays, bflops = [], 0.0
     for name, ci, co in (("input_layer", c, hidden), ("self_layer", hidden, hidden), ("output_layer", hidden, out)):
+        _check_groups(g, groups, name, ci, co)
         arrays += conv_arrays(name + ".", ci, co, groups, size, p["bn"], p["activation"])
         bflops += 2.0 * (ci // groups) * co * size * size * oh * ow / 1e9
     return g.layer((out, oh, ow), bflops, arrays, **p)
@@ -943,6 +956,7 @@ def parse_conv_lstm(g: Context) -> Layer:
     convs += [(n, c, out) for n in ("uf", "ui", "ug", "uo")]
     arrays, bflops = [], 0.0
     for name, ci, co in convs:
+        _check_groups(g, groups, name, ci, co)
         arrays += conv_arrays(name + ".", ci, co, groups, size, bn, "linear")
         bflops += 2.0 * (ci // groups) * co * size * size * oh * ow / 1e9
     bflops += (9 if bottleneck else 12) * out * oh * ow / 1e9

@@ -10,8 +10,9 @@ from . import recurrent  # noqa: F401  (registers the reference modules of rnn, 
 from . import weights as wio
 from .engines import check_backend
 from .errors import DarknetError
-from .fileio import read_cfg_file_text
+from .fileio import atomic_write, read_cfg_file_text
 from .graph import Network, network_from_text
+from .limits import check_memory, estimate_memory, gib
 from .modules import attr_name, build_module
 
 
@@ -19,12 +20,19 @@ class Darknet(nn.Module):
     """A Darknet network. ``forward`` returns the network outputs (every detection head, else the last
     non-[cost] layer) as a list; ``layer_outputs`` returns every layer's output as Darknet holds it."""
 
-    def __init__(self, graph: Network, cfg_text: str | None = None):
+    def __init__(self, graph: Network, cfg_text: str | None = None, max_memory: int | None = None):
+        check_memory(graph, max_memory)      # before any allocation (darknet_prn.limits)
         super().__init__()
         self.graph = graph
         self.cfg_text = cfg_text
         self.weights_header = None
-        self.layers = nn.ModuleList(build_module(l) for l in graph.layers)
+        try:
+            self.layers = nn.ModuleList(build_module(l) for l in graph.layers)
+        except (MemoryError, RuntimeError) as e:     # under the limit but more than the machine can give
+            if not isinstance(e, MemoryError) and "alloc" not in str(e).lower():
+                raise
+            raise DarknetError(f"not enough memory to build the network (about {gib(estimate_memory(graph)[0])}); "
+                               f"{type(e).__name__}", graph.path) from None
         for l, m in zip(graph.layers, self.layers):
             if l.type == "convolutional" and l.p.get("share_index") is not None:
                 m.share = (self.layers[l.p["share_index"]],)    # a tuple: not registered twice
@@ -34,13 +42,16 @@ class Darknet(nn.Module):
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
-    def from_cfg(cls, path, width=None, height=None, warn: bool = True) -> "Darknet":
+    def from_cfg(cls, path, width=None, height=None, warn: bool = True, max_memory: int | None = None) -> "Darknet":
+        """``max_memory``: bytes the network may need (parameters + largest activations), default
+        ``DARKNET_PRN_MAX_MEMORY`` or 8 GiB; 0: no limit (darknet_prn.limits)."""
         path = os.fspath(path)
-        return cls.from_cfg_text(read_cfg_file_text(path), width, height, path, warn)
+        return cls.from_cfg_text(read_cfg_file_text(path), width, height, path, warn, max_memory)
 
     @classmethod
-    def from_cfg_text(cls, text: str, width=None, height=None, path="<cfg>", warn: bool = True) -> "Darknet":
-        return cls(network_from_text(text, width, height, path, warn), text)
+    def from_cfg_text(cls, text: str, width=None, height=None, path="<cfg>", warn: bool = True,
+                      max_memory: int | None = None) -> "Darknet":
+        return cls(network_from_text(text, width, height, path, warn), text, max_memory)
 
     # -- execution -------------------------------------------------------------------------------------
     def _check_input(self, x):
@@ -72,6 +83,7 @@ class Darknet(nn.Module):
     # -- inference fast path (darknet_prn.fast; docs/performance.md) ---------------------------------------
     backend = "torch"      # eval-mode engine: torch (the FastPlan), exact (module by module), onnxruntime, openvino
     threads = None         # if set, forward() calls torch.set_num_threads(threads) (process-wide) first
+    precision = "f32"      # eval-mode precision: f32 (Darknet-exact), bf16, fp16 (darknet_prn.precision)
     _fast_plan = None
 
     def forward(self, x: torch.Tensor):
@@ -83,11 +95,18 @@ class Darknet(nn.Module):
             return self._run(x, keep_all=False)
         return self.fast_forward(x)
 
-    def set_backend(self, backend: str = "torch", threads: int | None = None) -> "Darknet":
+    def set_backend(self, backend: str = "torch", threads: int | None = None, precision: str | None = None
+                    ) -> "Darknet":
         """Selects the eval-mode engine: ``"torch"`` (default: the fast plan), ``"exact"`` (the layer modules,
         as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
-        the package); and optionally the thread count ``forward`` uses."""
-        self.backend = check_backend(backend)
+        the package); optionally the thread count ``forward`` uses, and the ``precision``: ``"f32"`` (default,
+        Darknet-exact), ``"bf16"`` (CPUs with BF16, CUDA; torch and openvino backends) or ``"fp16"`` (CUDA)."""
+        from .precision import check_backend_precision
+        check_backend(backend)
+        if precision is not None:
+            check_backend_precision(backend, precision, self._device())
+            self.precision = precision
+        self.backend = backend
         if threads is not None:
             self.threads = int(threads) if threads else None
         self._fast_plan = None
@@ -101,11 +120,17 @@ class Darknet(nn.Module):
         backend = "torch" if self.backend == "exact" else self.backend
         plan = self._fast_plan
         if plan is None or plan.backend != backend or plan.fingerprint != fingerprint(self) or \
+                plan.precision != self.precision or \
                 (backend != "torch" and plan.threads != (self.threads or torch.get_num_threads())):
             self._fast_plan = None                 # free the old plan's folded weights before building
-            plan = FastPlan(self) if backend == "torch" else OnnxPlan(self, backend, self.threads)
+            plan = FastPlan(self, precision=self.precision) if backend == "torch" else \
+                OnnxPlan(self, backend, self.threads, precision=self.precision)
             self._fast_plan = plan
         return plan
+
+    def _device(self):
+        p = next(iter(self.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
 
     def invalidate_fast_plan(self):
         """Drops the compiled plan (it is rebuilt on the next eval-mode forward)."""
@@ -146,11 +171,10 @@ class Darknet(nn.Module):
 
     def save_checkpoint(self, path):
         """A plain PyTorch checkpoint: the state_dict plus the cfg text and input size."""
-        tmp = os.fspath(path) + ".part"
-        torch.save({"state_dict": self.state_dict(), "cfg_text": self.cfg_text, "cfg_path": self.graph.path,
-                    "width": self.graph.width, "height": self.graph.height,
-                    "weights_header": self.weights_header.raw if self.weights_header else None}, tmp)
-        os.replace(tmp, path)
+        ck = {"state_dict": self.state_dict(), "cfg_text": self.cfg_text, "cfg_path": self.graph.path,
+              "width": self.graph.width, "height": self.graph.height,
+              "weights_header": self.weights_header.raw if self.weights_header else None}
+        atomic_write(path, lambda f: torch.save(ck, f), "checkpoint", fsync=True)
 
     @classmethod
     def load_checkpoint(cls, path, map_location="cpu") -> "Darknet":

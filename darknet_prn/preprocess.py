@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from .errors import DarknetError
+from .fileio import read_input
 from .geometry import letterbox_paste, letterbox_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm",
@@ -33,6 +34,10 @@ def _native_module():
 
 
 def _cv2():
+    from .limits import max_image_pixels
+    limit = max_image_pixels()
+    if limit:                                         # OpenCV's own guard, for the formats we do not parse
+        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(limit))
     try:
         import cv2
     except ImportError as e:  # pragma: no cover - opencv is a dependency
@@ -46,6 +51,15 @@ def decode_image(data: bytes, path=None) -> np.ndarray:
     JPEGs go through :mod:`darknet_prn.stbjpeg` (bit-exact stb pixels) when it can guarantee them, everything
     else (and JPEGs it declines) through OpenCV. Raises :class:`DarknetError` naming ``path``.
     """
+    from .limits import check_image_pixels
+    check_image_pixels(data, path)                   # from the header, before any decoder allocates
+    try:
+        return _decode(data, path)
+    except MemoryError:
+        raise DarknetError("not enough memory to decode the image", path) from None
+
+
+def _decode(data: bytes, path) -> np.ndarray:
     if data[:2] == b"\xff\xd8" and path is not None:
         from .stbjpeg import decode_jpeg_stb
         rgb = decode_jpeg_stb(path, data)
@@ -88,15 +102,7 @@ def _decode_gif(cv2, path):
 def read_image(path) -> np.ndarray:
     """Read an image file to ``(H, W, 3)`` uint8 **RGB**. Raises :class:`DarknetError` naming the file."""
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise DarknetError("no such file", p)
-    if os.path.isdir(p):
-        raise DarknetError("is a directory, not an image", p)
-    try:
-        with open(p, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DarknetError(f"cannot read: {e.strerror or e}", p) from None
+    data = read_input(p, DarknetError, "image file", "an image", "the image")
     if not data:
         raise DarknetError("empty file, not an image", p)
     return decode_image(data, p)
@@ -143,24 +149,19 @@ def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
     if iw == 1:
         part = np.repeat(im[:, :1], w, axis=1)
     else:
-        w_scale = f32(iw - 1) / f32(w - 1) if w > 1 else f32(0)
-        sx = np.arange(w, dtype=f32) * w_scale
-        ix = sx.astype(np.int64)
+        ix, ix1, dx = _resize_axes(iw, w)
         ix[-1] = iw - 1  # c == w-1: copies the edge (no interpolation)
-        dx = (sx - ix.astype(f32)).astype(f32)
         dx[-1] = 0
-        ix1 = np.minimum(ix + 1, iw - 1)
         a = (f32(1) - dx)[None, :, None] * im[:, ix]
         b = dx[None, :, None] * im[:, ix1]
         part = a + b
         part[:, -1] = im[:, -1]
     # vertical pass: (h, w, C)
-    iy, _, dy = _resize_axes(ih, h)
+    iy, iy1, dy = _resize_axes(ih, h)
     out = (f32(1) - dy)[:, None, None] * part[iy]
     if ih > 1:
         rows = np.arange(h - 1)  # the last row gets no dy term (Darknet's `continue`)
-        iy1 = np.minimum(iy[rows] + 1, ih - 1)
-        out[rows] = out[rows] + dy[rows, None, None] * part[iy1]
+        out[rows] = out[rows] + dy[rows, None, None] * part[iy1[rows]]
     return out.astype(f32, copy=False)
 
 
@@ -177,12 +178,20 @@ def letterbox_image(im: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
 
 
 def _resize_axes(src: int, dst: int):
-    """Darknet's per-output ``(i0, i1, d)`` for one axis (float32 scale ``(src-1)/(dst-1)``)."""
+    """Darknet's per-output ``(i0, i1, d)`` for one axis (float32 scale ``(src-1)/(dst-1)``).
+
+    Past 2**24 pixels ``float(src - 1)`` can round up to ``src``, and Darknet would then read one row or column
+    past the image: such a tap is clamped to the edge with ``d = 0`` (here, in ``resize_image`` and in the C
+    kernel alike); every tap inside the image is Darknet's own.
+    """
     f32 = np.float32
     scale = f32(src - 1) / f32(dst - 1) if dst > 1 else f32(0)
     s = np.arange(dst, dtype=f32) * scale
     i0 = s.astype(np.int64)
     d = (s - i0.astype(f32)).astype(f32)
+    past = i0 > src - 1
+    i0[past] = src - 1
+    d[past] = 0
     return i0, np.minimum(i0 + 1, src - 1), d
 
 
@@ -218,21 +227,19 @@ def resize_u8_chw(img_u8: np.ndarray, w: int, h: int, out: np.ndarray | None = N
     lut = _U8_TO_FLOAT
     for o0 in range(0, h, _STRIP):
         o1 = min(o0 + _STRIP, h)
-        r0 = int(iy[o0])
-        r1 = int(iy1[o1 - 1]) + 1 if o1 - 1 < h - 1 else int(iy[o1 - 1]) + 1
-        strip = img_u8[r0:r1]
+        last = min(o1, h - 1)                         # the last output row gets no dy term
+        rows = np.unique(np.concatenate((iy[o0:o1], iy1[o0:last])))   # the input rows this strip reads
+        strip = img_u8[rows]
         fa = lut.take(strip[:, ix].transpose(2, 0, 1))     # (3, rows, w)
         fb = lut.take(strip[:, ix1].transpose(2, 0, 1))
         fa *= wa
         fb *= wb
         fa += fb
         fa[:, :, -1] = lut.take(strip[:, -1].T)
-        rows_a = iy[o0:o1] - r0
         dst = out[:, o0:o1]
-        np.multiply(fa[:, rows_a], ha[o0:o1], out=dst)
-        last = min(o1, h - 1)                         # the last output row gets no dy term
+        np.multiply(fa[:, np.searchsorted(rows, iy[o0:o1])], ha[o0:o1], out=dst)
         if last > o0:
-            dst[:, :last - o0] += fa[:, iy1[o0:last] - r0] * hb[o0:last]
+            dst[:, :last - o0] += fa[:, np.searchsorted(rows, iy1[o0:last])] * hb[o0:last]
     return out
 
 

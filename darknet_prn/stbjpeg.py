@@ -58,6 +58,19 @@ def _next_segment(data: bytes, pos: int):
     return 0xD9, b"", n
 
 
+def frame_size(data: bytes):
+    """``(width, height)`` of the first frame header (SOF) before any scan, or ``None``: what a decoder is about
+    to allocate, read from the first bytes only (the pixel limit checks it before decoding)."""
+    pos = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while True:
+        segment = _next_segment(data, pos)
+        if segment is None or segment[0] in (0xD9, 0xDA):
+            return None
+        m, seg, pos = segment
+        if m in _SOF_ANY and len(seg) >= 5:
+            return (seg[3] << 8) | seg[4], (seg[1] << 8) | seg[2]
+
+
 def parse_header(data: bytes):
     """Markers up to the first SOS: ``dict(width, height, sof, precision, comps=[(id, h, v, tq)], qt={tq: (64,)
     natural order}, jfif, adobe_transform)`` or ``None`` when ``data`` is not a parsable JPEG."""

@@ -165,7 +165,7 @@ def _preadv(fd: int, views: list, offset: int) -> int:
 def _read_into(fd: int, views: list, offset: int) -> None:
     """Fills ``views`` (consecutive in the file from ``offset``) with as few ``preadv`` calls as the OS allows
     (Linux moves at most ~2 GiB per call; a short read continues where it stopped)."""
-    pending = [memoryview(v).cast("B") for v in views]
+    pending = [m for m in (memoryview(v).cast("B") for v in views) if m.nbytes]   # (none: a cfg without weights)
     i = 0
     while i < len(pending):
         got = _preadv(fd, pending[i:i + _IOV_MAX], offset)
@@ -212,6 +212,7 @@ def load_weights(model, path, partial: bool = False):
         header = Header.parse(f.read(20), path)
         size = os.fstat(f.fileno()).st_size - len(header.raw)
         have, extra_bytes = divmod(size, 4)
+        filled = layers_filled(graph, have)
         if have != need or extra_bytes:
             if have < need:
                 msg = (f"too short: the cfg needs {need:,} floats, the file has {have:,}; it runs out at "
@@ -222,7 +223,8 @@ def load_weights(model, path, partial: bool = False):
                        + " (wrong cfg for these weights?)")
             if not partial:
                 raise WeightsError(msg + "; pass partial=True / --partial to load what fits", path)
-            warnings.warn(WarningLoad(f"{path}: {msg}; loaded what fits"), stacklevel=2)
+            what = f"layers 0-{filled - 1} of {len(graph.layers)} filled" if filled else "no layer filled completely"
+            warnings.warn(WarningLoad(f"{path}: {msg}; loaded what fits ({what})"), stacklevel=2)
         fd = f.fileno()
         arena = getattr(model, "_arena", None)
         if _DIRECT and have == need and arena is not None and arena.valid():
@@ -231,7 +233,7 @@ def load_weights(model, path, partial: bool = False):
                     arena.read(fd, len(header.raw), header.transpose)
             except OSError as e:
                 raise WeightsError(f"cannot read weights: {e.strerror or e}", path) from None
-            return _loaded(model, header)
+            return _loaded(model, header, filled)
         off = 0                                   # floats consumed
         batch, batch_at = [], len(header.raw)     # direct views waiting for one preadv, and their file offset
         try:
@@ -260,11 +262,23 @@ def load_weights(model, path, partial: bool = False):
                     _read_into(fd, batch, batch_at)
         except OSError as e:
             raise WeightsError(f"cannot read weights: {e.strerror or e}", path) from None
-    return _loaded(model, header)
+    return _loaded(model, header, filled)
 
 
-def _loaded(model, header: Header) -> Header:
+def layers_filled(graph, floats: int) -> int:
+    """How many leading layers ``floats`` floats of a ``.weights`` payload fill completely (Darknet's "Loaded N
+    layers" of a partial file)."""
+    off = 0
+    for layer in graph.layers:
+        off += layer.weights_floats
+        if off > floats:
+            return layer.index
+    return len(graph.layers)
+
+
+def _loaded(model, header: Header, filled: int) -> Header:
     model.weights_header = header
+    model.layers_loaded = filled      # layers 0 .. filled-1 hold the file's values
     # direct reads write tensor memory behind torch's version counters: drop any compiled inference plan
     invalidate = getattr(model, "invalidate_fast_plan", None)
     if invalidate is not None:
@@ -283,9 +297,10 @@ def _where(graph, offset):
     return "the end"
 
 
-def save_weights(model, path, header: Header | None = None):
+def save_weights(model, path, header: Header | None = None, upto: int | None = None):
     """Writes ``model`` as a Darknet ``.weights`` file, atomically. Uses the header read by
-    ``load_weights`` (so load -> save is byte-identical) or Darknet's ``0.2.5``, seen=0."""
+    ``load_weights`` (so load -> save is byte-identical) or Darknet's ``0.2.5``, seen=0. ``upto``: only the
+    arrays of layers ``0 .. upto-1`` (``save_weights_upto``)."""
     path = os.fspath(path)
     header = header or getattr(model, "weights_header", None)
     raw = header.raw if header is not None else DEFAULT_HEADER
@@ -293,9 +308,9 @@ def save_weights(model, path, header: Header | None = None):
 
     def write(f):
         f.write(raw)
-        for layer in model.graph.layers:
+        for layer in model.graph.layers[:upto]:
             for spec in layer.arrays:
                 arr = model.tensor(layer.index, spec.name).detach().to("cpu", copy=False).contiguous().numpy()
                 f.write(_to_file(arr.astype("<f4", copy=False), spec, transpose).tobytes())
 
-    atomic_write(path, write, "weights", WeightsError)
+    atomic_write(path, write, "weights", WeightsError, fsync=True)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from darknet_prn import cli
-from darknet_prn.detect import Detector, Progress, class_color, discover_inputs, read_names, resolve_names
+from darknet_prn.detect import Detector, class_color, discover_inputs, read_names, resolve_names
 from darknet_prn.errors import DarknetError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,7 +301,9 @@ def test_cli_directory_glob_json_coco_images_progress(tiny, sample_jpg, tmp_path
     # annotated images keep the folder layout under --out
     for rel in ("a.jpg", "sub/b.png", "sub/deeper/c.jpeg", "397133.jpg", "x1.jpg"):
         assert (out / rel).is_file(), rel
-    assert "detect [" in stderr and "5/5" in stderr          # progress bar on directories
+    assert "\r" not in stderr and "it/s" not in stderr and "img/s" not in stderr   # no progress bar off a terminal
+    assert stderr.strip().splitlines()[-1] == (f"Results saved to {out} (5 images); JSON {tmp_path / 'r.json'}; "
+                                               f"COCO {tmp_path / 'c.json'}")
 
 
 def test_cli_video(tiny, sample_jpg, tmp_path, capsys):
@@ -327,7 +329,7 @@ def test_cli_video(tiny, sample_jpg, tmp_path, capsys):
         n += 1
     cap.release()
     assert n == 3
-    assert "clip.mp4" in stderr                              # progress bar on videos
+    assert stderr.strip().splitlines()[-1] == f"Results saved to {out} (1 video); JSON {tmp_path / 'v.json'}"
 
 
 def test_cli_bad_inputs_reported_others_processed(tiny, sample_jpg, tmp_path, capsys):
@@ -345,7 +347,9 @@ def test_cli_bad_inputs_reported_others_processed(tiny, sample_jpg, tmp_path, ca
                                   str(tmp_path / "*.nothing"), "--no-save"], capsys)
     assert rc == 1
     assert list(detection_lines(stdout)) == [str(good)]
-    errs = stderr.strip().splitlines()
+    lines = stderr.strip().splitlines()
+    assert lines[0].startswith("warning: no class names for the model's 2 classes, labels are class numbers")
+    errs = lines[1:]
     assert len(errs) == 5, stderr
     assert all(e.startswith("darknet-prn detect: error: ") for e in errs)
     for name in ("missing.jpg", "corrupt.jpg", "empty_dir", "broken.mp4", "*.nothing"):
@@ -358,10 +362,17 @@ def test_cli_no_save_and_default_out(tiny, sample_jpg, tmp_path, capsys, monkeyp
     monkeypatch.chdir(tmp_path)
     shutil.copy(sample_jpg, tmp_path / "img.jpg")
     rc, _, err = run_cli([tiny["cfg"], tiny["weights"], "img.jpg", "--no-save"], capsys)
-    assert rc == 0, err and not (tmp_path / "runs").exists()
-    rc, _, err = run_cli([tiny["cfg"], tiny["weights"], "img.jpg"], capsys)
     assert rc == 0, err
-    assert (tmp_path / "runs" / "detect" / "img.jpg").is_file()
+    assert not (tmp_path / "runs").exists() and "Results saved" not in err
+    # runs/detect/exp, then exp2, exp3 (never over an earlier run); --exist-ok reuses the folder
+    for k, name in enumerate(("exp", "exp2", "exp3")):
+        rc, _, err = run_cli([tiny["cfg"], tiny["weights"], "img.jpg"], capsys)
+        assert rc == 0, err
+        assert (tmp_path / "runs" / "detect" / name / "img.jpg").is_file()
+        assert err.strip().splitlines()[-1] == f"Results saved to {os.path.join('runs', 'detect', name)} (1 image)"
+    rc, _, err = run_cli([tiny["cfg"], tiny["weights"], "img.jpg", "--out", "runs/detect/exp2", "--exist-ok"], capsys)
+    assert rc == 0 and f"Results saved to {os.path.join('runs', 'detect', 'exp2')} (1 image)" in err
+    assert sorted(os.listdir(tmp_path / "runs" / "detect")) == ["exp", "exp2", "exp3"]
 
 
 def test_cli_json_to_stdout(tiny, sample_jpg, capsys):
@@ -430,20 +441,6 @@ def test_discover_inputs(tmp_path, sample_jpg):
     assert items[1].rel == os.path.join("sub", "b.png")
 
 
-def test_progress_bar_and_colors():
-    import io
-    s = io.StringIO()
-    bar = Progress(20, "detect", stream=s)
-    for _ in range(20):
-        bar.update()
-    bar.close()
-    text = s.getvalue()
-    assert "detect [" in text and "20/20" in text and "100%" in text
-    assert len(text.splitlines()) <= 12                      # not a line per image off a terminal
-    quiet = io.StringIO()
-    b2 = Progress(5, stream=quiet, enabled=False)
-    b2.update()
-    b2.close()
-    assert quiet.getvalue() == ""
+def test_colors():
     colors = {class_color(c, 80) for c in range(80)}
     assert len(colors) > 40 and all(0 <= v <= 255 for col in colors for v in col)

@@ -217,7 +217,7 @@ def test_png_and_16bit_png(tmp_path):
 
 
 def test_image_errors_name_the_file(tmp_path):
-    with pytest.raises(DarknetError, match="missing.jpg: no such file"):
+    with pytest.raises(DarknetError, match="missing.jpg: image file not found"):
         pre.read_image(tmp_path / "missing.jpg")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 3)
@@ -342,3 +342,63 @@ def test_prepare_equals_to_float_then_resize_image(ih, iw, h, w, bgr):
     if min(nw, nh) >= 2:
         boxed = pre.letterbox_image(pre.to_float(u8, bgr=bgr), w, h).transpose(2, 0, 1)
         assert np.array_equal(pre.prepare(u8, w, h, letterbox=True, bgr=bgr), boxed)
+
+
+# sizes that broke the numpy strips (IndexError: the float32 row scale rounds down, so the last strip needs a
+# row past the last output row's own): every 320x240 image, and these heights at 416
+FALLBACK_REGRESSIONS = [(240, 320, 416, 416)] + [(ih, 500, 416, 416) for ih in
+                                                (16, 31, 61, 62, 121, 122, 123, 240, 241, 242, 243, 244, 245, 246)]
+
+
+def _sampled_sizes(n=80, seed=16):
+    rng = np.random.default_rng(seed)
+    nets = [416, 608, 320, 256, 640]
+    out = []
+    for _ in range(n):
+        ih, iw = (int(v) for v in rng.integers(1, 1001, 2))
+        if rng.random() < 0.5:
+            h = w = int(rng.choice(nets))
+        else:
+            h, w = (int(v) for v in rng.integers(1, 1001, 2))
+        out.append((ih, iw, h, w))
+    return out
+
+
+_BIG = np.random.default_rng(7).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+
+
+def test_fallback_equals_the_c_path_for_every_size(kernels):
+    """Property test over input and network sizes 1..1000 (sampled; plus the fallback's failing sizes): the
+    numpy strips give the C kernel's bits (letterboxed too); without the C kernel, to_float + resize_image's."""
+    if kernels != "numpy":
+        pytest.skip("compares the numpy fallback with the C kernel: runs once, under the numpy parameter")
+    for ih, iw, h, w in FALLBACK_REGRESSIONS + _sampled_sizes():
+        u8 = _BIG[:ih, :iw]
+        got = pre.prepare(u8, w, h), pre.prepare(u8, w, h, letterbox=True)
+        if native.available():
+            native.use_native(True)
+            try:
+                want = pre.prepare(u8, w, h), pre.prepare(u8, w, h, letterbox=True)
+            finally:
+                native.use_native(False)
+        else:
+            im = pre.to_float(u8)
+            want = (pre.resize_image(im, w, h).transpose(2, 0, 1),
+                    pre.letterbox_image(im, w, h).transpose(2, 0, 1))
+        assert np.array_equal(got[0], want[0]), (ih, iw, h, w)
+        assert np.array_equal(got[1], want[1]), (ih, iw, h, w, "letterbox")
+
+
+def test_resize_never_reads_past_the_last_row(kernels):
+    """Past 2**24 rows ``(float)(ih - 1)`` rounds up to ``ih``: the last output row's tap was row ``ih``, one
+    past the array (the C kernel read it: SIGSEGV on an array ending at an unmapped page; the numpy strips
+    raised IndexError). The row after the image holds 255 here, the image 0: nothing of it may leak in."""
+    ih = 2 ** 24 + 4                                   # float32(ih - 1) == ih
+    assert int(F32(ih - 1)) == ih
+    big = np.zeros((ih + 1, 2, 3), np.uint8)           # untouched pages: no real memory
+    big[ih] = 255
+    out = pre.resize_u8_chw(big[:ih], 2, 2)
+    assert np.array_equal(out, np.zeros((3, 2, 2), F32))
+    big[ih - 1] = 51                                   # the clamped tap is the last row, weight 1 - 0
+    out = pre.resize_u8_chw(big[:ih], 2, 2)
+    assert np.array_equal(out[:, 1], np.full((3, 2), pre._U8_TO_FLOAT[51]))
