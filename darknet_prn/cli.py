@@ -25,6 +25,9 @@ COMMANDS = {
     "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),
     "calc-anchors": ("darknet_prn.anchors", "k-means anchors for a dataset (like darknet detector calc_anchors)"),
     "partial": ("darknet_prn.partial", "the first N layers' weights, e.g. yolov4.conv.137 (like darknet partial)"),
+    "synth": ("darknet_prn.train.synthetic", "write a synthetic detection dataset in Darknet's format"),
+    "train": ("darknet_prn.train.trainer", "train a detector on a Darknet dataset (like darknet detector train)"),
+    "augment": ("darknet_prn.train.preview", "draw augmented training samples with their boxes (a grid image)"),
 }
 
 

@@ -51,8 +51,7 @@ def ort_session(path: str, threads: int | None = None):
 
 
 def openvino_model(path: str, threads: int, precision: str = "f32"):
-    """The file at ``path`` compiled by OpenVINO for the CPU (latency hint; ``precision``: its inference
-    precision hint, ``f32`` or ``bf16``)."""
+    """The file at ``path`` compiled by OpenVINO for the CPU (latency hint; ``precision`` f32 or bf16)."""
     ov = _engine("openvino")
     return ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
                                                  "INFERENCE_PRECISION_HINT": precision})

@@ -59,7 +59,12 @@ class DarknetModule(nn.Module):
         return f"index={self.index}"
 
 
-def batchnorm(x, mean, var, scale, bias):
+def batchnorm(x, mean, var, scale, bias, training=False):
+    """Inference BN on the rolling statistics; ``training``: cuDNN's training BN as Darknet's GPU build runs it
+    (batch mean and biased variance, eps inside the root, rolling ``.99 r + .01 stat`` with the unbiased
+    variance), which is torch's own batch-norm with momentum 0.01 updating the module's buffers in place."""
+    if training:
+        return F.batch_norm(x, mean, var, scale, bias, training=True, momentum=0.01, eps=BN_EPS)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     inv = scale / torch.sqrt(var + BN_EPS)
     return (x - mean.view(shape)) * inv.view(shape) + bias.view(shape)
@@ -168,7 +173,7 @@ class Convolutional(DarknetModule):
                 w = binary_weights(w)
             y = self.conv(x, w)
             if p["bn"]:
-                y = batchnorm(y, mean, var, scale, b)
+                y = batchnorm(y, mean, var, scale, b, self.training)
             else:
                 y = y + b.view(1, -1, 1, 1)
         y = activate(y, self.act)
@@ -214,7 +219,7 @@ class Connected(DarknetModule):
     def forward(self, x, outs=None):
         y = F.linear(x.reshape(x.shape[0], -1), self.weights)
         if self.p["bn"]:     # Darknet normalises before adding the bias
-            y = batchnorm(y, self.rolling_mean, self.rolling_variance, self.scales, self.biases)
+            y = batchnorm(y, self.rolling_mean, self.rolling_variance, self.scales, self.biases, self.training)
         else:
             y = y + self.biases
         return activate(y, self.p["activation"]).view(x.shape[0], -1, 1, 1)
@@ -238,8 +243,12 @@ class MaxPool(DarknetModule):
         oh, ow = p["pool_out"]
         size = p["size"]
         xp = _pad_to(x, p["pads"], value=float("-inf"))
+        if self.training:     # torch's CPU max-pool with indices (autograd) is several times faster channels-last
+            xp = xp.contiguous(memory_format=torch.channels_last)
         y = F.max_pool2d(xp, size, (p["stride_y"], p["stride_x"]))
         y = y[:, :, :oh, :ow]
+        if self.training:
+            y = y.contiguous()
         if p["antialiasing"]:
             y = blur(y, p["blur_size"], p["blur_pad"], p["blur_stride"])
         return y
@@ -284,7 +293,9 @@ class Route(DarknetModule):
 
     def forward(self, x, outs):
         parts = route_inputs(outs, self.slices, self.groups)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        if len(parts) == 1:      # in training a distinct tensor, so its own gradient is Darknet's l.delta
+            return parts[0].view_as(parts[0]) if self.training else parts[0]
+        return torch.cat(parts, 1)
 
 
 def add_leading(y, f, c):
@@ -303,6 +314,25 @@ def add_sources(y, outs, refs, channels):
     return y
 
 
+def _train_shortcut_weights(w, norm):
+    """Weighted [shortcut] in training as Darknet's GPU kernels compute it (``shortcut_multilayer_kernel``,
+    ``backward_shortcut_multilayer_kernel``): relu normalisation through ``lrelu`` (floor 0.001), and the weight
+    gradient ``delta * input * g`` with g = w_norm (relu), w_norm (1 - w_norm) (softmax), 1 (none) -- not the
+    derivative of the normalisation. The value is w_norm; d/dw = g; the inputs see w_norm as a constant."""
+    with torch.no_grad():
+        if norm == "relu":
+            r = torch.where(w > 0.001, w, torch.full_like(w, 0.001))
+            wn = r / (0.0001 + r.sum(0, keepdim=True))
+            g = wn
+        elif norm == "softmax":
+            e = torch.exp(w - w.max(0, keepdim=True).values)
+            wn = e / (0.0001 + e.sum(0, keepdim=True))
+            g = wn * (1 - wn)
+        else:
+            return w
+    return wn + (w - w.detach()) * g
+
+
 @register("shortcut")
 class Shortcut(DarknetModule):
     def __init__(self, layer):
@@ -311,6 +341,8 @@ class Shortcut(DarknetModule):
 
     def _weights(self, w):
         norm = self.p["weights_normalization"]
+        if self.training:
+            return _train_shortcut_weights(w, norm)
         if norm == "relu":
             r = F.relu(w)
             return r / (0.0001 + r.sum(0, keepdim=True))
@@ -536,23 +568,38 @@ class Softmax(DarknetModule):
     def forward(self, x, outs=None):
         n = x.shape[0]
         if self.spatial:
-            return torch.softmax(x / self.t, 1)
+            return self._train_grad(x, torch.softmax(x / self.t, 1))
         flat = x.reshape(n, -1)
         if self.tree is not None:
-            return softmax_tree(flat, self.tree, self.t).view(n, -1, 1, 1)
+            return self._train_grad(x, softmax_tree(flat, self.tree, self.t).view(n, -1, 1, 1))
         y = torch.softmax(flat.view(n, self.groups, -1) / self.t, -1)
-        return y.reshape(n, -1, 1, 1)
+        return self._train_grad(x, y.reshape(n, -1, 1, 1))
+
+    def _train_grad(self, x, y):
+        """Darknet's backward_softmax_layer adds the delta to the input's unchanged (its own delta is already
+        the x-entropy gradient w.r.t. the input): in training the output passes gradients straight through."""
+        if not self.training:
+            return y
+        xf = x.reshape(y.shape)
+        return xf + (y - xf).detach()
 
 
 @register("cost", "contrastive")
 class ZeroOutput(DarknetModule):
-    """Darknet's CPU forward leaves these outputs at 0 at inference."""
+    """Darknet's CPU forward leaves these outputs at 0 at inference. In a training forward with truth
+    (``Darknet.loss`` sets ``truth``), [cost] outputs its per-element error, as Darknet's ``l.output``."""
+    truth = None
 
     def __init__(self, layer):
         super().__init__(layer)
         self.out_shape = layer.out_shape
+        self.layer = layer
 
     def forward(self, x, outs=None):
+        if self.training and self.truth is not None and self.type == "cost":
+            from .train.heads import cost_terms
+            err = cost_terms(self.layer, x.detach().cpu().numpy().reshape(x.shape[0], -1), self.truth)[1]
+            return torch.from_numpy(err).to(x.device).view((x.shape[0],) + tuple(self.out_shape))
         return x.new_zeros((x.shape[0],) + tuple(self.out_shape))
 
 
@@ -570,10 +617,31 @@ class Crop(DarknetModule):
         return y if self.noadjust else y * 2 - 1
 
 
-@register("dropout", "empty")
+@register("empty")
 class Identity(DarknetModule):
     def forward(self, x, outs=None):
         return x
+
+
+@register("dropout")
+class Dropout(Identity):
+    """Identity at inference; in training Darknet's ``forward_dropout_layer``: zero with ``probability``,
+    scale the rest by 1/(1 - probability) (the same mask on the delta)."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.probability = layer.section.get_float("probability", 0.5)
+        self.where = (layer.section.path, layer.section.line)
+        if layer.section.get_int("dropblock", 0):
+            self.probability = None        # DropBlock: GPU only in Darknet; refused in training
+
+    def forward(self, x, outs=None):
+        if not self.training:
+            return x
+        if self.probability is None:
+            raise CfgError("[dropout] dropblock=1 is not supported in training (Darknet runs it on GPUs only)",
+                           *self.where)
+        return F.dropout(x, self.probability, training=True)
 
 
 @register("normalization")
@@ -601,8 +669,12 @@ class LRN(DarknetModule):
 
 @register("batchnorm")
 class BatchNorm(DarknetModule):
+    """Standalone [batchnorm]. Its training backward *copies* its delta over the previous layer's (also on the
+    GPU: ``backward_batchnorm_layer_gpu``), which ``Darknet._run`` reproduces by giving the previous layer's other
+    consumers a detached output."""
+
     def forward(self, x, outs=None):
-        return batchnorm(x, self.rolling_mean, self.rolling_variance, self.scales, self.biases)
+        return batchnorm(x, self.rolling_mean, self.rolling_variance, self.scales, self.biases, self.training)
 
 
 @register("activation")
