@@ -16,7 +16,6 @@ import argparse
 import csv
 import os
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,19 +23,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_partial(cfg, weights, out, layers: int) -> int:
-    """Darknet's ``partial``: the first ``layers`` layers' arrays of ``weights`` with a fresh header
-    (version 0.2.5, seen 0). Returns the number of floats written."""
-    from darknet_prn import Darknet
-    from darknet_prn.weights import Header
-    net = Darknet.from_cfg(cfg, warn=False)
-    floats = sum(int(np.prod(s.shape)) for l in net.graph.layers[:layers] for s in l.arrays)
-    data = Path(weights).read_bytes()
-    h = Header.parse(data[:20], str(weights))
-    Path(out).write_bytes(struct.pack("<iiiQ", 0, 2, 5, 0) + data[len(h.raw):len(h.raw) + 4 * floats])
-    return floats
 
 
 def demo_cfg(size: int, iterations: int) -> str:
@@ -86,7 +72,8 @@ def main(argv=None) -> int:
     cfg = out / "prn-demo.cfg"
     cfg.write_text(demo_cfg(a.size, a.iterations))
     partial = out / "yolov3-tiny.conv.11"
-    write_partial(ROOT / "weights" / "yolov3-tiny.cfg", a.weights, partial, 11)
+    subprocess.run(py + ["partial", str(ROOT / "weights" / "yolov3-tiny.cfg"), a.weights, str(partial), "11"],
+                   check=True)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     for name, extra in (("scratch", []), ("finetune", [str(partial)])):
         subprocess.run(py + ["train", str(out / "obj.data"), str(cfg), *extra, "--map", "--workers", "1",

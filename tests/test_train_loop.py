@@ -90,15 +90,16 @@ def _train(*args, env=None):
 def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
     root, data = tiny_data
     bk = tmp_path / "bk"
-    r = _train(data, TINY, "--workers", "0", "--max-batches", "4", "--backup", str(bk))
+    r = _train(data, TINY, "--workers", "0", "--max-batches", "4", "--backup", str(bk), "--map", "--map-every", "2")
     assert r.returncode == 0, r.stderr
+    assert r.stdout.count("mean_average_precision (mAP@0.50) = ") == 2 and "New best mAP!" in r.stdout
     lines = [l for l in r.stdout.splitlines() if "avg loss" in l]
     assert [l.split(":")[0].strip() for l in lines] == ["1", "2", "3", "4"]
     assert "rate" in lines[0] and "seconds" in lines[0] and "4 images" in lines[0]
     names = sorted(os.listdir(bk))
     assert {"tiny-train_last.weights", "tiny-train_4.weights", "tiny-train_final.weights", "chart.png",
-            "tiny-train_log.csv"} <= set(names)
-    assert not [n for n in names if n.endswith(".part")]
+            "tiny-train_log.csv", "tiny-train_best.weights"} <= set(names)
+    assert not [n for n in names if n.endswith(".part") or n.startswith(".")]
     # the header counts seen images: resume continues the schedule at iteration 4
     from darknet_prn import Darknet
     net = Darknet.from_cfg(TINY)
@@ -113,6 +114,7 @@ def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
     assert r.returncode == 0 and "nothing to train" in r.stdout and "--clear" in r.stdout
     rows = open(bk / "tiny-train_log.csv").read().splitlines()
     assert rows[0].startswith("iteration,loss,avg_loss") and len(rows) == 1 + 6
+    assert rows[2].split(",")[-1] != "" and rows[1].split(",")[-1] == ""      # mAP at iteration 2
     # the trained .weights load in OpenCV 4's Darknet importer with the same head inputs as ours
     cv2 = pytest.importorskip("cv2")
     if hasattr(cv2.dnn, "readNetFromDarknet") and int(cv2.__version__.split(".")[0]) < 5:
