@@ -42,7 +42,9 @@ def map_table(log_csv) -> list:
         return [(int(float(r["iteration"])), float(r["map"])) for r in csv.DictReader(f) if r["map"]]
 
 
-def opencv_check(cfg, weights, size: int) -> float:
+def opencv_check(cfg, weights, size: int, cv_cfg=None) -> float:
+    """max |OpenCV − ours| / std over the inputs of the heads; ``cv_cfg``: the stock-Darknet form of ``cfg``
+    (``darknet-prn convert-cfg --to darknet``: OpenCV does not know ``[partial_shortcut]``)."""
     import cv2
     import torch
     from darknet_prn import Darknet
@@ -51,7 +53,7 @@ def opencv_check(cfg, weights, size: int) -> float:
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     with torch.no_grad():
         outs = [o.numpy() for o in net.layer_outputs(torch.from_numpy(x))]
-    cv = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    cv = cv2.dnn.readNetFromDarknet(str(cv_cfg or cfg), str(weights))
     cv.setInput(x)
     names = [f"conv_{i - 1}" for i in net.output_layers]
     return max(float(np.abs(ref - outs[i - 1]).max() / ref.std()) for i, ref in zip(net.output_layers, cv.forward(names)))
@@ -80,8 +82,11 @@ def main(argv=None) -> int:
                              "--backup", str(out / name), "--quiet"], check=True, env=env)
     for name in ("scratch", "finetune"):
         print(name, " ".join(f"{it}: {100 * m:.1f}%" for it, m in map_table(out / name / "prn-demo_log.csv")))
-    print("OpenCV vs ours on the final scratch weights, max |diff|/std:",
-          opencv_check(cfg, out / "scratch" / "prn-demo_final.weights", a.size))
+    stock = out / "prn-demo-darknet.cfg"
+    subprocess.run(py + ["convert-cfg", str(cfg), "-o", str(stock), "--to", "darknet"], check=True)
+    for name in ("scratch", "finetune"):
+        print(f"OpenCV vs ours on the final {name} weights, max |diff|/std:",
+              opencv_check(cfg, out / name / "prn-demo_final.weights", a.size, stock))
     return 0
 
 
