@@ -105,7 +105,7 @@ def truth_rows(truth: torch.Tensor) -> list:
     return out
 
 
-def train_iteration(model, opt, minibatches, world: int = 1, no_sync=None, device="cpu") -> float:
+def train_iteration(model, opt, minibatches, world: int = 1, no_sync=None, device="cpu") -> tuple:
     """One Darknet iteration: forward+backward of each mini-batch (gradients accumulate), then the update.
     Returns (Darknet's printed loss of the iteration: the mean over mini-batches of ``train_network``'s
     value, the learning rate of the update)."""
@@ -118,17 +118,12 @@ def train_iteration(model, opt, minibatches, world: int = 1, no_sync=None, devic
             loss.backward()
         losses.append(shown)
     if world > 1:           # DDP averaged the gradients over processes; Darknet sums over the batch
-        for p in opt_params(opt):
+        for p in opt.net.parameters():
             if p.grad is not None:
                 p.grad.mul_(world)
     rate = opt.step()
     opt.zero_grad()
     return float(np.mean(losses)), rate
-
-
-def opt_params(opt):
-    net = opt.net
-    return [p for p in net.parameters() if p.requires_grad]
 
 
 # --- weights ---------------------------------------------------------------------------------------------
