@@ -146,7 +146,8 @@ def child(args) -> dict:
 
 def run(args) -> dict:
     from . import latency as L
-    rows = {}
+    raw = []                                   # every child's rows, saved after each child (a long run can stop)
+    partial = L.CACHE / "contended-raw.json"
     for rnd in range(args.rounds):
         for pol in args.policies:
             env = dict(os.environ, PYTHONPATH=str(L.ROOT))
@@ -164,25 +165,29 @@ def run(args) -> dict:
             if p.returncode:
                 raise SystemExit(f"child {pol} failed:\n{p.stderr[-3000:]}")
             res = json.loads(p.stdout.strip().splitlines()[-1])
-            for r in res["rows"]:
-                key = (r["model"], r["kind"], r["threads"], pol if r["engine"] == "ours" else "-", r["engine"])
-                rows.setdefault(key, {}).setdefault(r["phase"], []).extend(r["ms"])
+            raw.extend(dict(r, policy=pol) for r in res["rows"])
+            partial.write_text(json.dumps(raw))
             print(f"  round {rnd + 1}/{args.rounds} {pol}: {time.time() - t:.0f} s, load {os.getloadavg()[0]:.1f}",
                   file=sys.stderr, flush=True)
-    table = []
+    return {"contended": table(raw, args)}
+
+
+def table(raw: list, args) -> list:
+    """Medians per (model, what, threads, engine; ours: per policy) and phase; prints the markdown table."""
+    rows = {}
+    for r in raw:
+        key = (r["model"], r["kind"], r["threads"], r["policy"] if r["engine"] == "ours" else "-", r["engine"])
+        rows.setdefault(key, {}).setdefault(r["phase"], []).extend(r["ms"])
+    merged = {}
     for key, ph in rows.items():
         model, kind, th, pol, engine = key
         idle, cont = statistics.median(ph["idle"]), statistics.median(ph["contended"])
-        table.append(dict(model=model, kind=kind, threads=th, policy=pol, engine=engine, idle_ms=idle,
-                          contended_ms=cont, ratio=cont / idle, reps=len(ph["idle"])))
-    # engines other than ours ran in every child: one row each (all their reps)
-    merged = {}
-    for r in table:
-        merged[(r["model"], r["kind"], r["threads"], r["policy"], r["engine"])] = r
+        merged[key] = dict(model=model, kind=kind, threads=th, policy=pol, engine=engine, idle_ms=idle,
+                           contended_ms=cont, ratio=cont / idle, reps=len(ph["idle"]))
     print(f"\n## Contended: one core busy ({args.size}x{args.size}, batch 1; medians of {args.rounds} rounds of "
           f"interleaved reps; detect = ms per image over the shared images)\n")
     print("| model | what | threads | engine (OpenMP wait policy) | idle ms | one core busy ms | busy / idle | "
-          "vs OpenCV idle, busy |")
+          "vs OpenCV: idle, busy |")
     print("|---|---|---|---|---|---|---|---|")
     order = {"ours": 0, "opencv": 1, "onnxruntime": 2, "openvino": 3}
     for r in sorted(merged.values(), key=lambda r: (r["model"], r["kind"] != "forward", r["threads"],
@@ -192,4 +197,4 @@ def run(args) -> dict:
         eng = f"ours ({r['policy']})" if r["engine"] == "ours" else r["engine"]
         print(f"| {r['model']} | {r['kind']} | {r['threads']} | {eng} | {r['idle_ms']:.1f} | {r['contended_ms']:.1f}"
               f" | **{r['ratio']:.2f}** | {vs} |", flush=True)
-    return {"contended": list(merged.values())}
+    return list(merged.values())

@@ -19,7 +19,7 @@ from .threads import configure_process
 COMMANDS = {
     "detect": ("darknet_prn.detect", "detect objects in images, directories or videos (like darknet detector test)"),
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
-    "export": ("darknet_prn.export", "export a model to ONNX"),
+    "export": ("darknet_prn.export_cli", "export a model to ONNX"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
     "map": ("darknet_prn.evaluation", "mean average precision on a labelled list (like darknet detector map)"),
     "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),

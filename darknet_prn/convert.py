@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from .cfg import read_cfg_text
 from .errors import CfgError
 from .fileio import atomic_write, read_cfg_file_text
+from .geometry import shortcut_channels
 from .graph import build_network
 
 DIRECTIONS = ("explicit", "darknet")
@@ -159,7 +160,7 @@ def _plan_explicit(net, path):
         fold = _match_lowering(layers, l, users)
         if fold is not None:
             k, sources, chans = fold
-            full = [min(C, layers[s].out_shape[0]) for s, _ in sources]
+            full = [shortcut_channels(C, layers[s].out_shape[0]) for s, _ in sources]
             drop = ("weights_type", "weights_normalization")
             plans[i] = _Plan(rename="partial_shortcut", drop_keys=drop, from_targets=sources,
                              set_channels=None if chans == full else chans[0])
@@ -210,10 +211,10 @@ def _match_lowering(layers, sc, users):
                 return None
             src_rel = _token_relative(g.section, "layers")[0]
             sources.append((src, src_rel))
-            chans.append(min(C, g.out_shape[0]))
+            chans.append(shortcut_channels(C, g.out_shape[0]))
         else:
             sources.append((r, is_rel))
-            chans.append(min(C, layers[r].out_shape[0]))
+            chans.append(shortcut_channels(C, layers[r].out_shape[0]))
     if len(set(chans)) != 1:
         return None     # one `channels=` cannot express it; leave the stock sections
     if any(layers[s].out_shape[1:] != sc.in_shape[1:] for s, _ in sources):
@@ -233,7 +234,7 @@ def _plan_darknet(net, path):
         gens, targets = [], []
         for r, is_rel, c in zip(l.refs, rel, l.p["channels"]):
             cs = layers[r].out_shape[0]
-            if c == min(C, cs):
+            if c == shortcut_channels(C, cs):
                 targets.append((("old", r), is_rel))
                 continue
             if cs % c:

@@ -249,7 +249,7 @@ def read_labels(path, classes: int | None = None) -> np.ndarray:
     raw = read_input(p, DarknetError, "label file", "a label file", "label file")
     rows = []
     outside = []
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(raw.decode("utf-8-sig", errors="replace").splitlines(), 1):
         fields = line.split()
         if not fields:
             continue

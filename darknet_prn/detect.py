@@ -32,6 +32,7 @@ from . import coco
 from . import postprocess as post
 from . import preprocess as pre
 from .dataset import names_from_data  # noqa: F401 -- re-exported (it used to live here)
+from .engines import BACKENDS
 from .errors import DarknetError
 from .fileio import atomic_path, atomic_write, read_input, regular_file_problem
 from .outputs import (DEFAULT_RUN_DIR, Collected, check_destination, darknet_json_objects, darknet_json_text,
@@ -548,7 +549,7 @@ def add_arguments(parser):
     parser.add_argument("--save-conf", action="store_true", help="--save-txt: append the confidence to each line")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "exact", "onnxruntime", "openvino"),
+    parser.add_argument("--backend", default="torch", choices=tuple(BACKENDS),
                         help="inference engine (default torch: the fast path; see docs/performance.md)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: OMP_NUM_THREADS, else the CPUs this process may "
                         "use)")

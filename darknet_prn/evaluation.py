@@ -16,7 +16,6 @@ Python API::
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import preprocess as pre
-from .dataset import DataConfig, LabelWarning, label_path, read_labels, read_list
+from .dataset import DataConfig, LabelWarning, label_path, read_dataset, read_list
 from .errors import DarknetError
 from .fileio import atomic_write
 from .metrics import MapAccumulator, MapResult
@@ -61,7 +60,7 @@ class ImageDetections:
 
 
 @dataclass
-class Collected:
+class MapDetections:
     """The detections and labels of a whole list: score them as often as needed (:meth:`score`)."""
     images: list
     classes: int
@@ -71,38 +70,40 @@ class Collected:
     seconds: float = 0.0
 
     def score(self, points: int = 0, iou_thresh: float = 0.5, thresh: float = 0.25) -> MapResult:
-        if points not in (0,) and points < 2:
-            raise DarknetError(f"--points {points}: use 0 (area under the curve), 11 or 101 (any N >= 2)")
+        check_options(points, iou_thresh, thresh)
         acc = MapAccumulator(self.classes, iou_thresh, thresh)
         for im in self.images:
             acc.add(im.boxes, im.dense(self.classes), im.truths, im.difficult)
         return acc.result(points, self.names)
 
 
-def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads, width=None,
-                   height=None):
+def check_options(points: int, iou_thresh: float, thresh: float) -> None:
+    """One-line errors for ``--points``, ``--iou-thresh`` and ``--thresh`` values Darknet would misuse."""
+    if points != 0 and points < 2:
+        raise DarknetError(f"--points {points}: use 0 (area under the curve), 11 or 101 (any N >= 2)")
+    if not 0.0 <= iou_thresh <= 1.0:
+        raise DarknetError(f"--iou-thresh {iou_thresh}: must be in [0, 1]")
+    if not 0.0 <= thresh <= 1.0:
+        raise DarknetError(f"--thresh {thresh}: must be in [0, 1]")
+
+
+def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads):
     from .detect import Detector
     return Detector(cfg, weights, names=names, thresh=thresh, nms=nms, hier=hier, letterbox=letterbox,
-                    device=device, backend=backend, threads=threads, width=width, height=height)
+                    device=device, backend=backend, threads=threads)
 
 
-def _letterbox_choice(cfg, flag: bool, say) -> bool:
+def _letterbox(det, flag: bool, say) -> None:
     """Darknet's ``map`` uses the cfg's ``letter_box`` and ignores ``-letter_box``; we honour ``--letterbox`` too
     (saying that the numbers are then not Darknet's)."""
-    from .graph import load_network
-    from .cfg import CfgWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CfgWarning)
-        net = load_network(cfg).net
-    cfg_lb = bool(int(net.get("letter_box", 0) or 0))
-    if cfg_lb:
+    if det.letterbox:
         if say:
-            say(f"letterbox: from the cfg's letter_box=1" + (" (--letterbox is redundant)" if flag else ""))
-        return True
-    if flag and say:
-        say("--letterbox: Darknet's `detector map` ignores -letter_box when the cfg has no letter_box=1; "
-            "letterboxing anyway, so these numbers are not Darknet's")
-    return bool(flag)
+            say("letterbox: from the cfg's letter_box=1" + (" (--letterbox is redundant)" if flag else ""))
+    elif flag:
+        if say:
+            say("--letterbox: Darknet's `detector map` ignores -letter_box when the cfg has no letter_box=1; "
+                "letterboxing anyway, so these numbers are not Darknet's")
+        det.letterbox = True
 
 
 def _load(det, path):
@@ -113,6 +114,8 @@ def _load(det, path):
         err = None
     except DarknetError as e:
         rgb, err = np.zeros((10, 10, 3), np.uint8), e
+    except Exception as e:  # noqa: BLE001 -- a corrupt file is one counted image, never a traceback
+        rgb, err = np.zeros((10, 10, 3), np.uint8), DarknetError(f"cannot decode ({type(e).__name__}: {e})", path)
     h, w = rgb.shape[:2]
     return det.prepare(rgb), w, h, err
 
@@ -156,8 +159,8 @@ def _sparse(path, w, h, dets) -> ImageDetections:
 
 
 def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: str = "torch", threads=None,
-            batch_size: int = 1, progress: bool | None = None, say=None) -> Collected:
-    """Run ``detector map``'s detection pass over the ``valid=`` list of ``data``: -> :class:`Collected`."""
+            batch_size: int = 1, progress: bool | None = None, say=None) -> MapDetections:
+    """Run ``detector map``'s detection pass over the ``valid=`` list of ``data``: -> :class:`MapDetections`."""
     say = say or (lambda m: print(f"darknet-prn map: {m}", file=sys.stderr))
     dc = DataConfig.read(data)
     valid = dc.valid
@@ -171,27 +174,15 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
         if len(difficult) < len(images):
             raise DarknetError(f"difficult= lists {len(difficult)} images, valid= {len(images)}", dc.path,
                                dc.line("difficult"))
-    lb = _letterbox_choice(cfg, letterbox, say)
-    det = _make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, lb, device, backend, threads)
+    det = _make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads)
+    _letterbox(det, letterbox, say)
     classes = det.classes
     if dc.classes is not None and dc.classes != classes:
         say(f"warning: {dc.path}: classes={dc.classes} but the cfg's detection layers have classes={classes} "
             f"(Darknet's map uses the cfg's)")
     # labels first: a bad label file fails before the network runs
-    truths, missing_labels = [], []
-    for img in images:
-        lp = label_path(img)
-        if os.path.isfile(lp):
-            truths.append(read_labels(lp, classes))
-        else:
-            missing_labels.append(img)
-            truths.append(np.zeros((0, 5), np.float32))
-    difs = None
-    if difficult is not None:
-        difs = []
-        for img in difficult[:len(images)]:
-            lp = label_path(img)
-            difs.append(read_labels(lp, classes) if os.path.isfile(lp) else np.zeros((0, 5), np.float32))
+    truths, missing_labels = read_dataset(images, classes, warn=False)
+    difs = read_dataset(difficult[:len(images)], classes, warn=False)[0] if difficult is not None else None
     t0 = time.perf_counter()
     out, missing_images = [], []
     for k, (path, w, h, dets, err) in enumerate(run_detector(det, images, batch_size, progress)):
@@ -208,7 +199,7 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
     if missing_labels:
         say(f"warning: {len(missing_labels)} of {len(images)} images have no label file (images without "
             f"objects), e.g. {label_path(missing_labels[0])}")
-    return Collected(out, classes, det.names, missing_images, missing_labels, secs)
+    return MapDetections(out, classes, det.names, missing_images, missing_labels, secs)
 
 
 def evaluate(data, cfg, weights, points: int = 0, iou_thresh: float = 0.5, thresh: float = 0.25,
@@ -259,12 +250,7 @@ def _check_common(args):
 def run(args) -> int:
     """``darknet-prn map``."""
     _check_common(args)
-    if args.points != 0 and args.points < 2:
-        raise DarknetError(f"--points {args.points}: use 0 (area under the curve), 11 or 101 (any N >= 2)")
-    if not 0.0 <= args.iou_thresh <= 1.0:
-        raise DarknetError(f"--iou-thresh {args.iou_thresh}: must be in [0, 1]")
-    if not 0.0 <= args.thresh <= 1.0:
-        raise DarknetError(f"--thresh {args.thresh}: must be in [0, 1]")
+    check_options(args.points, args.iou_thresh, args.thresh)
     if args.plot:
         from .plots import require_matplotlib
         require_matplotlib()

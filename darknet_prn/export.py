@@ -56,7 +56,6 @@ import io
 import json
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -64,12 +63,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import __version__
-from .activations import activate
+from . import __version__, geometry
+from .activations import onnx_activate as export_activate
+from .engines import ort_session
 from .errors import DarknetError
 from .fileio import atomic_path, check_output
 from .graph import HEAD_TYPES, STATEFUL_TYPES
-from .modules import BN_EPS, _window_pads, add_leading, softmax_tree
+from .heads import layout_of
+from .modules import (BN_EPS, add_leading, add_sources, binary_weights, blur_kernel, fold_bn, route_inputs,
+                      softmax_tree, xnor_inputs, xnor_weights)
+from .registry import Registry
 
 MIN_OPSET = 11
 
@@ -90,34 +93,7 @@ DEFAULT_IOU_THRESH = 0.45     # darknet detector test nms
 INPUT_NAME = "images"
 PROTOBUF_LIMIT = 2 * 1024 ** 3
 
-__all__ = ["export_onnx", "ExportResult", "Decode", "decode_heads", "add_arguments", "run"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# activations as standard ONNX ops (numerically the functions of darknet_prn.activations)
-# ----------------------------------------------------------------------------------------------------
-def export_activate(x, name):
-    if name == "linear":
-        return x
-    if name == "leaky":
-        return F.leaky_relu(x, 0.1)
-    if name == "logistic":
-        return torch.sigmoid(x)
-    if name == "relu":
-        return F.relu(x)
-    if name == "mish":
-        # darknet: x * tanh(softplus(x)), softplus = exp(x) below -20 (equal to log1p(exp(x)) in float32)
-        return x * torch.tanh(F.softplus(x))
-    if name == "swish":
-        return x * torch.sigmoid(x)
-    if name == "hard_mish":
-        # x > 0: x; -2 < x <= 0: x*x/2 + x = x*(x+2)/2; x <= -2: 0
-        return x * torch.clamp(x + 2, 0, 2) * 0.5
-    if name == "elu":
-        return torch.where(x >= 0, x, torch.exp(x) - 1)
-    if name == "selu":
-        return torch.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * (torch.exp(x) - 1))
-    return activate(x, name)
+__all__ = ["export_onnx", "ExportResult", "Decode", "decode_heads"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -158,6 +134,12 @@ class _NonMaxSuppression(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------------
 # export forms of the common layers (static shapes; batch is the only dynamic dimension)
 # ----------------------------------------------------------------------------------------------------
+# layer type -> export form ``form(layer, module, fuse) -> nn.Module`` (a class, or a function that may return
+# None); a type without one, or None, is traced from its reference module (_Fallback)
+EXPORT_FORMS = Registry("ONNX export forms")
+export_form = EXPORT_FORMS.register
+
+
 class _Fallback(nn.Module):
     """A layer traced from its darknet_prn.modules implementation."""
 
@@ -179,138 +161,106 @@ class _Blur(nn.Module):
 
     def __init__(self, c, size, pad, stride):
         super().__init__()
-        if size == 2:
-            k = torch.full((2, 2), 0.25)
-        else:
-            v = torch.tensor([1.0, 2.0, 1.0])
-            k = torch.outer(v, v) / 16
-        self.register_buffer("kernel", k.expand(c, 1, size, size).contiguous())
+        self.register_buffer("kernel", blur_kernel(c, size).contiguous())
         self.pad, self.stride, self.c = pad, tuple(stride), c
 
     def forward(self, x):
         return F.conv2d(x, self.kernel, None, self.stride, self.pad, 1, self.c)
 
 
-class _Conv(nn.Module):
-    def __init__(self, layer, m, fuse):
+class _ConvForm(nn.Module):
+    """What the convolution forms share: Darknet's windows as torch's symmetric padding plus the far-side extra
+    and the crop (``geometry.symmetric``), then the activation and the anti-aliasing blur."""
+
+    def __init__(self, layer, m):
         super().__init__()
         p = layer.p
         self.act = m.act
+        self.stride = (p["stride_y"], p["stride_x"])
+        self.dilation, self.groups = p["dilation"], p["groups"]
+        self.out_hw = p["conv_out"]
+        # torch's symmetric padding gives the rows Darknet computes (window starts at -pad); pad the far side
+        # when Darknet needs more rows (only with dilation), crop when torch gives more
+        (self.pad, _), (eb, er) = geometry.symmetric(p["pads"])
+        self.extra = (0, er, 0, eb)
+        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
+            else None
+
+    def _conv(self, x, bias, pad):
+        if any(self.extra):
+            x = F.pad(x, self.extra)
+        y = F.conv2d(x, self.weight, bias, self.stride, pad, self.dilation, self.groups)
+        oh, ow = self.out_hw
+        if y.shape[2] != oh or y.shape[3] != ow:
+            y = y[:, :, :oh, :ow]
+        return y
+
+    def _finish(self, y):
+        y = export_activate(y, self.act)
+        return self.aa(y) if self.aa is not None else y
+
+
+class _Conv(_ConvForm):
+    def __init__(self, layer, m, fuse):
+        super().__init__(layer, m)
+        p = layer.p
         w, b, scale, mean, var = (t.detach() if t is not None else None for t in m.tensors())
         w = w.float()
         if p["binary"]:
-            w = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+            w = binary_weights(w)
         self.bn = bool(p["bn"]) and not fuse
         if p["bn"] and fuse:
-            # network.c fuse_conv_batchnorm: the factor in double precision (weights scaled in place: the export
-            # copy owns them; a shared conv's source is folded once)
-            inv = scale.double() / torch.sqrt(var.double() + BN_EPS)
-            b = b.double() - mean.double() * inv
-            w = w * inv.to(w.dtype).view(-1, 1, 1, 1)
+            # network.c fuse_conv_batchnorm: the factor in double precision
+            w, b = fold_bn(w, b, scale, mean, var)
         self.register_buffer("weight", _f32(w))
         self.register_buffer("bias", _f32(b))
         if self.bn:
             self.register_buffer("scale", _f32(scale))
             self.register_buffer("mean", _f32(mean))
             self.register_buffer("var", _f32(var))
-        _, h, wd = layer.in_shape
-        k, d = p["size"], p["dilation"]
-        P = p["padding"] * d
-        self.stride = (p["stride_y"], p["stride_x"])
-        self.pad, self.dilation, self.groups = P, d, p["groups"]
-        self.out_hw = p["conv_out"]
-        # torch's symmetric padding P gives the rows Darknet computes (window starts at -P); pad the far side
-        # when Darknet needs more rows (only with dilation), crop when torch gives more
-        ext = []
-        for size_in, size_out, s in ((h, self.out_hw[0], self.stride[0]), (wd, self.out_hw[1], self.stride[1])):
-            got = (size_in + 2 * P - d * (k - 1) - 1) // s + 1
-            ext.append(max(0, (size_out - 1) * s + d * (k - 1) + 1 - (size_in + 2 * P)) if got < size_out else 0)
-        self.extra = (0, ext[1], 0, ext[0])
-        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
-            else None
 
     def forward(self, x, outs=None):
-        if any(self.extra):
-            x = F.pad(x, self.extra)
-        y = F.conv2d(x, self.weight, None if self.bn else self.bias, self.stride, self.pad, self.dilation,
-                     self.groups)
-        oh, ow = self.out_hw
-        if y.shape[2] != oh or y.shape[3] != ow:
-            y = y[:, :, :oh, :ow]
+        y = self._conv(x, None if self.bn else self.bias, self.pad)
         if self.bn:
             y = F.batch_norm(y, self.mean, self.var, self.scale, self.bias, False, 0.0, BN_EPS)
-        y = export_activate(y, self.act)
-        if self.aa:
-            y = self.aa(y)
-        return y
+        return self._finish(y)
 
 
-class _XnorConv(nn.Module):
+class _XnorConv(_ConvForm):
     """XNOR conv as Darknet's detector runs it (modules.Convolutional._xnor): BN folded into the float weights,
     weights binarized to ±mean|W'| per filter, inputs to ±1 with -1 padding; the binarized weights are
     constants here."""
 
-    def __init__(self, layer, m):
-        super().__init__()
-        p = layer.p
-        self.act = m.act
-        w, b, scale, mean, var = (t.detach().float() if t is not None else None for t in m.tensors())
-        if p["bn"]:      # the same float32 arithmetic as the module, so every sign decision is identical
-            inv = scale / torch.sqrt(var + BN_EPS)
-            w = w * inv.view(-1, 1, 1, 1)
-            b = b - mean * inv
-        wb = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+    def __init__(self, layer, m, fuse=True):
+        super().__init__(layer, m)
+        # the same float32 arithmetic as the module, so every sign decision is identical
+        wb, b = xnor_weights(*(t.detach().float() if t is not None else None for t in m.tensors()))
         self.register_buffer("weight", _f32(wb))
         self.register_buffer("bias", _f32(b))
-        _, h, wd = layer.in_shape
-        k, d = p["size"], p["dilation"]
-        self.P = p["padding"] * d
-        self.stride, self.dilation, self.groups = (p["stride_y"], p["stride_x"]), d, p["groups"]
-        self.out_hw = p["conv_out"]
-        ext = []
-        for size_in, size_out, st in ((h + 2 * self.P, self.out_hw[0], self.stride[0]),
-                                      (wd + 2 * self.P, self.out_hw[1], self.stride[1])):
-            got = (size_in - d * (k - 1) - 1) // st + 1
-            ext.append(max(0, (size_out - 1) * st + d * (k - 1) + 1 - size_in) if got < size_out else 0)
-        self.extra = (0, ext[1], 0, ext[0])
-        self.aa = _Blur(p["filters"], p["blur_size"], p["blur_pad"], p["blur_stride"]) if p["antialiasing"] \
-            else None
 
     def forward(self, x, outs=None):
-        xb = torch.where(x > 0, 1.0, -1.0)
-        P = self.P
+        xb = xnor_inputs(x)
+        P = self.pad
         if P:
             xb = F.pad(xb, (P, P, P, P), value=-1.0)
-        if any(self.extra):
-            xb = F.pad(xb, self.extra)
-        y = F.conv2d(xb, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        oh, ow = self.out_hw
-        if y.shape[2] != oh or y.shape[3] != ow:
-            y = y[:, :, :oh, :ow]
-        y = export_activate(y, self.act)
-        return self.aa(y) if self.aa is not None else y
+        return self._finish(self._conv(xb, self.bias, 0))
 
 
 class _MaxPool(nn.Module):
-    def __init__(self, layer):
+    def __init__(self, layer, m=None, fuse=True):
         super().__init__()
         p = layer.p
-        _, h, w = layer.in_shape
         self.size = p["size"]
         self.stride = (p["stride_y"], p["stride_x"])
         self.out_hw = p["pool_out"]
-        left = p["padding"] // 2
-        t, b = _window_pads(h, self.out_hw[0], self.size, self.stride[0], left)
-        l, r = _window_pads(w, self.out_hw[1], self.size, self.stride[1], left)
-        self.pads = (t, l, max(b, 0), max(r, 0))
+        self.pads = p["pads"]
         self.aa = _Blur(layer.in_shape[0], p["blur_size"], p["blur_pad"], p["blur_stride"]) \
             if p["antialiasing"] else None
 
     @staticmethod
     def supported(layer):
         p = layer.p
-        return not p["maxpool_depth"] and 0 <= p["padding"] // 2 < p["size"] and \
-            all(v < p["size"] for v in _MaxPool(layer).pads)
+        return not p["maxpool_depth"] and 0 <= p["pads"][0] < p["size"] and all(v < p["size"] for v in p["pads"])
 
     def forward(self, x, outs=None):
         t, l, b, r = self.pads
@@ -326,22 +276,19 @@ class _MaxPool(nn.Module):
         return y
 
 
+@export_form("route")
 class _Route(nn.Module):
-    def __init__(self, layer, shapes):
+    def __init__(self, layer, m, fuse):
         super().__init__()
-        self.parts = []
-        g, gid = layer.p["groups"], layer.p["group_id"]
-        for i in layer.refs:
-            c = shapes[i][0] // g
-            self.parts.append((i, c * gid, c * (gid + 1), shapes[i][0]))
+        self.slices, self.groups = layer.p["slices"], layer.p["groups"]
 
     def forward(self, x, outs):
-        ts = [outs[i] if (a, b) == (0, c) else outs[i][:, a:b] for i, a, b, c in self.parts]
+        ts = route_inputs(outs, self.slices, self.groups)
         return ts[0] if len(ts) == 1 else torch.cat(ts, 1)
 
 
 class _Shortcut(nn.Module):
-    def __init__(self, layer, m):
+    def __init__(self, layer, m, fuse):
         super().__init__()
         p = layer.p
         self.refs, self.channels, self.act = list(layer.refs), list(p["channels"]), p["activation"]
@@ -355,9 +302,7 @@ class _Shortcut(nn.Module):
 
     def forward(self, x, outs):
         if not self.weighted:
-            y = x
-            for i, c in zip(self.refs, self.channels):
-                y = add_leading(y, outs[i], c)
+            y = add_sources(x, outs, self.refs, self.channels)
         else:
             y = x * self.w0
             for k, (i, c) in enumerate(zip(self.refs, self.channels), 1):
@@ -371,15 +316,12 @@ class _StridedShortcut(nn.Module):
     """pjreddie's shortcut_cpu (different w/h): ``out = alpha·out + beta·from`` on the positions the strides
     pair up (``from`` subsampled by ``stride``, spread over ``out`` by ``sample``), ``out`` elsewhere."""
 
-    def __init__(self, layer, shapes):
+    def __init__(self, layer, m, fuse):
         super().__init__()
         p = layer.p
         c, h, w = layer.in_shape
-        fc, fh, fw = shapes[layer.refs[0]]
         self.ref, self.act, self.alpha, self.beta = layer.refs[0], p["activation"], p["alpha"], p["beta"]
-        self.stride = max(1, fw // w)
-        self.sample = max(1, w // fw)
-        self.mc, self.mh, self.mw = min(c, fc), min(h, fh), min(w, fw)
+        self.stride, self.sample, (self.mc, self.mh, self.mw) = p["strided_geometry"]
         self.c, self.h, self.w = c, h, w
         s = self.sample
         mask = torch.zeros((1, 1, h, w), dtype=torch.bool)
@@ -408,7 +350,7 @@ class _StridedShortcut(nn.Module):
 
 
 class _Upsample(nn.Module):
-    def __init__(self, layer):
+    def __init__(self, layer, m, fuse):
         super().__init__()
         self.stride, self.scale = layer.p["stride"], layer.p["scale"]
 
@@ -417,8 +359,9 @@ class _Upsample(nn.Module):
         return y * self.scale if self.scale != 1 else y
 
 
+@export_form("softmax")
 class _Softmax(nn.Module):
-    def __init__(self, layer, m):
+    def __init__(self, layer, m, fuse):
         super().__init__()
         p = layer.p
         self.inputs = int(math.prod(layer.in_shape))
@@ -435,6 +378,7 @@ class _Softmax(nn.Module):
         return y.reshape(-1, self.inputs, 1, 1)
 
 
+@export_form("connected")
 class _Connected(nn.Module):
     def __init__(self, layer, m, fuse):
         super().__init__()
@@ -443,9 +387,7 @@ class _Connected(nn.Module):
         w, b = m.weights.detach(), m.biases.detach()
         self.bn = bool(p["bn"]) and not fuse
         if p["bn"] and fuse:
-            inv = m.scales.detach().double() / torch.sqrt(m.rolling_variance.detach().double() + BN_EPS)
-            w = w * inv.to(w.dtype).view(-1, 1)
-            b = b.double() - m.rolling_mean.detach().double() * inv
+            w, b = fold_bn(w, b, m.scales.detach(), m.rolling_mean.detach(), m.rolling_variance.detach())
         self.register_buffer("weight", _f32(w))
         self.register_buffer("bias", _f32(b))
         if self.bn:
@@ -463,8 +405,9 @@ class _Connected(nn.Module):
         return export_activate(y, self.act).reshape(-1, self.outputs, 1, 1)
 
 
+@export_form("batchnorm")
 class _BatchNorm(nn.Module):
-    def __init__(self, m):
+    def __init__(self, layer, m, fuse):
         super().__init__()
         for name, src in (("bias", m.biases), ("scale", m.scales), ("mean", m.rolling_mean),
                           ("var", m.rolling_variance)):
@@ -474,10 +417,11 @@ class _BatchNorm(nn.Module):
         return F.batch_norm(x, self.mean, self.var, self.scale, self.bias, False, 0.0, BN_EPS)
 
 
+@export_form("activation", "scale_channels", "sam", "partial_shortcut", "dropout", "empty")
 class _Act(nn.Module):
     """[activation], [scale_channels], [sam], [partial_shortcut], [dropout], [empty]."""
 
-    def __init__(self, layer):
+    def __init__(self, layer, m, fuse):
         super().__init__()
         self.type, self.refs = layer.type, list(layer.refs)
         self.act = layer.p.get("activation", "linear")
@@ -487,39 +431,44 @@ class _Act(nn.Module):
         if self.type in ("scale_channels", "sam"):
             x = outs[self.refs[0]] * x
         elif self.type == "partial_shortcut":
-            for i, c in zip(self.refs, self.channels):
-                x = add_leading(x, outs[i], c)
+            x = add_sources(x, outs, self.refs, self.channels)
         return export_activate(x, self.act)
 
 
+@export_form("avgpool")
 class _AvgPool(nn.Module):
+    def __init__(self, layer, m, fuse):
+        super().__init__()
+
     def forward(self, x, outs=None):
         return F.adaptive_avg_pool2d(x, 1)
 
 
-def _export_layer(layer, m, shapes, fuse):
-    t, p = layer.type, layer.p
-    if t == "convolutional" and p["padding"] >= 0:
-        return _XnorConv(layer, m) if p["xnor"] else _Conv(layer, m, fuse)
-    if t == "maxpool" and _MaxPool.supported(layer):
-        return _MaxPool(layer)
-    if t == "route":
-        return _Route(layer, shapes)
-    if t == "shortcut":
-        return _StridedShortcut(layer, shapes) if p["strided"] else _Shortcut(layer, m)
-    if t == "upsample" and p["stride"] > 0:
-        return _Upsample(layer)
-    if t == "softmax":
-        return _Softmax(layer, m)
-    if t == "connected":
-        return _Connected(layer, m, fuse)
-    if t == "batchnorm":
-        return _BatchNorm(m)
-    if t in ("activation", "scale_channels", "sam", "partial_shortcut", "dropout", "empty"):
-        return _Act(layer)
-    if t == "avgpool":
-        return _AvgPool()
-    return _Fallback(m)
+@export_form("convolutional")
+def _conv_form(layer, m, fuse):
+    if layer.p["pads"][0] >= 0:                # a negative padding (a crop) is traced from the module
+        return (_XnorConv if layer.p["xnor"] else _Conv)(layer, m, fuse)
+
+
+@export_form("maxpool")
+def _maxpool_form(layer, m, fuse):
+    return _MaxPool(layer) if _MaxPool.supported(layer) else None
+
+
+@export_form("shortcut")
+def _shortcut_form(layer, m, fuse):
+    return (_StridedShortcut if layer.p["strided"] else _Shortcut)(layer, m, fuse)
+
+
+@export_form("upsample")
+def _upsample_form(layer, m, fuse):
+    return _Upsample(layer, m, fuse) if layer.p["stride"] > 0 else None
+
+
+def _export_layer(layer, m, fuse):
+    form = EXPORT_FORMS.get(layer.type)
+    mod = form(layer, m, fuse) if form is not None else None
+    return mod if mod is not None else _Fallback(m)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -557,22 +506,16 @@ class Decode(nn.Module):
             if l.type == "detection" and p["coords"] != 4:
                 raise DarknetError(f"[detection] layer {l.index}: decoding supports coords=4", l.section.path,
                                    l.section.line)
+            lay = layout_of(l.type, p)
+            num = lay.anchors
             if l.type == "detection":
-                side, num = p["side"], p["num"]
-                lh = lw = side
-                cells = torch.arange(side * side).repeat_interleave(num)
-                aw = ah = torch.zeros(side * side * num)
-            elif l.type == "region":
-                num = p["num"]
-                _, lh, lw = l.in_shape
+                lh = lw = p["side"]
                 cells = torch.arange(lh * lw).repeat_interleave(num)
-                a = torch.tensor(p["anchors"][:2 * num], dtype=torch.float32).view(num, 2)
-                aw, ah = a[:, 0].repeat(lh * lw), a[:, 1].repeat(lh * lw)
+                aw = ah = torch.zeros(lh * lw * num)
             else:
-                num = len(p["mask"])
                 _, lh, lw = l.in_shape
                 cells = torch.arange(lh * lw).repeat_interleave(num)
-                a = torch.tensor([p["anchors"][2 * m:2 * m + 2] for m in p["mask"]], dtype=torch.float32)
+                a = torch.tensor(lay.anchor_wh, dtype=torch.float32).view(num, 2)
                 aw, ah = a[:, 0].repeat(lh * lw), a[:, 1].repeat(lh * lw)
             self.register_buffer(f"col{k}", (cells % lw).float())
             self.register_buffer(f"row{k}", (cells // lw).float())
@@ -580,8 +523,7 @@ class Decode(nn.Module):
             self.register_buffer(f"ah{k}", ah.contiguous())
             self.specs.append(dict(type=l.type, index=l.index, lw=lw, lh=lh, num=num, shape=l.in_shape,
                                    new_coords=p.get("new_coords", 0), yolo_point=p.get("yolo_point", "center"),
-                                   sqrt=p.get("sqrt", 0), per=(self.classes + 9 if l.type == "gaussian_yolo"
-                                                               else self.classes + 5)))
+                                   sqrt=p.get("sqrt", 0), per=lay.per, o=lay.offsets))
 
     @property
     def boxes(self) -> int:
@@ -594,12 +536,15 @@ class Decode(nn.Module):
             aw, ah = getattr(self, f"aw{k}"), getattr(self, f"ah{k}")
             lw, lh, num, C = s["lw"], s["lh"], s["num"], self.classes
             h = h.float()
+            o = s["o"]
             if s["type"] in ("yolo", "gaussian_yolo"):
                 v = h.reshape(-1, num, s["per"], lh * lw).permute(0, 3, 1, 2).reshape(-1, lh * lw * num, s["per"])
             elif s["type"] == "region":
                 v = h.reshape(-1, lh * lw * num, s["per"])
+            if s["type"] != "detection":
+                x, y, tw, th = v[..., o["x"]], v[..., o["y"]], v[..., o["w"]], v[..., o["h"]]
+                obj, cls = v[..., o["obj"]], v[..., o["cls"]:]
             if s["type"] == "yolo":
-                x, y, tw, th, obj, cls = v[..., 0], v[..., 1], v[..., 2], v[..., 3], v[..., 4], v[..., 5:]
                 if s["new_coords"]:
                     bw, bh = tw * tw * 4 * aw, th * th * 4 * ah
                 else:
@@ -607,26 +552,25 @@ class Decode(nn.Module):
                 cx, cy = (col + x) / lw * self.net_w, (row + y) / lh * self.net_h
                 prob = obj.unsqueeze(-1) * cls
             elif s["type"] == "gaussian_yolo":
-                x, y, tw, th, obj, cls = v[..., 0], v[..., 2], v[..., 4], v[..., 6], v[..., 8], v[..., 9:]
                 bw, bh = torch.exp(tw) * aw, torch.exp(th) * ah
                 cx, cy = (col + x) / lw * self.net_w, (row + y) / lh * self.net_h
                 if s["yolo_point"] == "left_top":
                     cx, cy = cx + bw / 2, cy + bh / 2
                 elif s["yolo_point"] == "right_bottom":
                     cx, cy = cx - bw / 2, cy - bh / 2
-                uc = (v[..., 1] + v[..., 3] + v[..., 5] + v[..., 7]) / 4
+                uc = (v[..., o["sx"]] + v[..., o["sy"]] + v[..., o["sw"]] + v[..., o["sh"]]) / 4
                 prob = obj.unsqueeze(-1) * cls * (1 - uc).unsqueeze(-1)
             elif s["type"] == "region":
-                x, y, tw, th, obj, cls = (torch.sigmoid(v[..., 0]), torch.sigmoid(v[..., 1]), v[..., 2], v[..., 3],
-                                          v[..., 4], v[..., 5:])
+                x, y = torch.sigmoid(x), torch.sigmoid(y)
                 cx, cy = (col + x) / lw * self.net_w, (row + y) / lh * self.net_h
                 bw, bh = torch.exp(tw) * aw / lw * self.net_w, torch.exp(th) * ah / lh * self.net_h
                 prob = obj.unsqueeze(-1) * cls
             else:  # detection (YOLOv1): [cells][classes] probs, [cells][num] confidences, [cells][num][4] boxes
                 cells = lw * lh
-                cls = h[:, :cells * C].reshape(-1, cells, 1, C).expand(-1, cells, num, C).reshape(-1, cells * num, C)
-                obj = h[:, cells * C:cells * (C + num)].reshape(-1, cells * num)
-                b = h[:, cells * (C + num):cells * (C + num + 4 * num)].reshape(-1, cells * num, 4)
+                cls = h[:, o["cls"]:o["cls"] + cells * C].reshape(-1, cells, 1, C).expand(-1, cells, num, C) \
+                    .reshape(-1, cells * num, C)
+                obj = h[:, o["obj"]:o["obj"] + cells * num].reshape(-1, cells * num)
+                b = h[:, o["box"]:o["box"] + cells * num * 4].reshape(-1, cells * num, 4)
                 cx = (b[..., 0] + col) / lw * self.net_w
                 cy = (b[..., 1] + row) / lh * self.net_h
                 bw, bh = (b[..., 2] * b[..., 2], b[..., 3] * b[..., 3]) if s["sqrt"] else (b[..., 2], b[..., 3])
@@ -681,9 +625,8 @@ class _ExportModel(nn.Module):
                  iou_thresh=DEFAULT_IOU_THRESH, outputs=None):
         super().__init__()
         graph = net.graph
-        shapes = [l.out_shape for l in graph.layers]
         with torch.no_grad():
-            self.layers = nn.ModuleList(_export_layer(l, m, shapes, fuse) for l, m in zip(graph.layers, net.layers))
+            self.layers = nn.ModuleList(_export_layer(l, m, fuse) for l, m in zip(graph.layers, net.layers))
         self.output_layers = list(graph.output_layers if outputs is None else outputs)
         needed = set(self.output_layers)
         for l in graph.layers:
@@ -941,11 +884,10 @@ def _head_meta(l):
 
 def _verify(net, path, result, decode, nms, half, dynamic_batch, batch, in_shape, tol, outputs):
     import numpy as np
-    ort = _onnxruntime()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path)
+    except DarknetError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise DarknetError(f"ONNX Runtime cannot load the exported file: {' '.join(str(e).split())[:300]}") from e
     tol = tol if tol is not None else (5e-2 if half else 1e-3)
@@ -989,54 +931,3 @@ def _verify(net, path, result, decode, nms, half, dynamic_batch, batch, in_shape
     result.verified = True
     result.diffs = worst
     result.max_abs_diff = max(worst.values()) if worst else 0.0
-
-
-# ----------------------------------------------------------------------------------------------------
-# CLI: darknet-prn export
-# ----------------------------------------------------------------------------------------------------
-def add_arguments(p):
-    import argparse
-    p.add_argument("cfg", metavar="CFG", help="Darknet .cfg file")
-    p.add_argument("weights", metavar="WEIGHTS", help="Darknet .weights file")
-    p.add_argument("-o", "--output", metavar="FILE.onnx",
-                   help="output file (default: the weights file name with .onnx, in the current directory)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-    p.add_argument("--width", type=int, help="network input width (overrides [net] width)")
-    p.add_argument("--height", type=int, help="network input height (overrides [net] height)")
-    p.add_argument("--batch", type=int, default=1, help="static batch size (default 1; see --dynamic-batch)")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
-    p.add_argument("--decode", action="store_true",
-                   help="one output 'detections' (N, boxes, 4+1+classes): cx, cy, w, h in input pixels, "
-                        "objectness, class probabilities (objectness*class)")
-    p.add_argument("--nms", action="store_true",
-                   help="add ONNX NonMaxSuppression (implies --decode): output 'selected_indices' (K, 3)")
-    p.add_argument("--conf-thresh", type=float, default=DEFAULT_CONF_THRESH,
-                   help=f"--nms score threshold (default {DEFAULT_CONF_THRESH}, as darknet detector test)")
-    p.add_argument("--iou-thresh", type=float, default=DEFAULT_IOU_THRESH,
-                   help=f"--nms IoU threshold (default {DEFAULT_IOU_THRESH}, as darknet detector test)")
-    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
-                   help="fold batch norm into the convolutions (default on)")
-    p.add_argument("--half", action="store_true", help="float16 weights and activations (input/outputs float32)")
-    p.add_argument("--partial", action="store_true",
-                   help="load a .weights file that does not fit the cfg as far as it goes (with a warning)")
-    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="check the file with ONNX Runtime against PyTorch (default: on when onnxruntime is "
-                        "installed)")
-
-
-def run(args) -> int:
-    from .model import Darknet
-    out = args.output
-    if not out:
-        out = os.path.splitext(os.path.basename(args.weights))[0] + ".onnx"
-    net = Darknet.from_cfg(args.cfg, width=args.width, height=args.height)
-    net.load_weights(args.weights, partial=getattr(args, "partial", False))
-    net.eval()
-    res = export_onnx(net, out, opset=args.opset, dynamic_batch=args.dynamic_batch, decode=args.decode,
-                      nms=args.nms, fuse=args.fuse, half=args.half, verify=args.verify, batch=args.batch,
-                      conf_thresh=args.conf_thresh, iou_thresh=args.iou_thresh)
-    for w in res.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(res.summary())
-    return 0

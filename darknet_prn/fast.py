@@ -37,43 +37,20 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .activations import activate
+from . import geometry
+from .activations import TABLE as ACTIVATIONS, activate_inplace as act_inplace
+from .engines import ONNX_BACKENDS, openvino_model, ort_session
+from .errors import DarknetError
 from .graph import STATEFUL_TYPES
-from .modules import BN_EPS, _window_pads, blur
+from .modules import blur, fold_bn, route_inputs
 from .precision import compute_dtype
+from .registry import Registry
 
 CL = torch.channels_last
 
-# Darknet activation -> oneDNN post-op (attr, scalars) of mkldnn::_convolution_pointwise
-MKLDNN_ACT = {
-    "linear": ("none", []),
-    "relu": ("relu", []),
-    "leaky": ("leaky_relu", [0.1]),
-    "logistic": ("sigmoid", []),
-    "tanh": ("tanh", []),
-    "swish": ("swish", []),
-    "relu6": ("hardtanh", [0.0, 6.0]),
-    "hardtan": ("hardtanh", [-1.0, 1.0]),
-}
-
-# in-place versions (on a tensor the plan owns) of the Darknet activations that have one
-INPLACE_ACT = {
-    "linear": lambda y: y,
-    "relu": torch.relu_,
-    "leaky": lambda y: F.leaky_relu_(y, 0.1),
-    "logistic": torch.sigmoid_,
-    "tanh": torch.tanh_,
-    "swish": lambda y: F.silu(y, inplace=True),
-    "mish": lambda y: F.mish(y, inplace=True),
-    "relu6": lambda y: y.clamp_(0.0, 6.0),
-    "hardtan": lambda y: y.clamp_(-1.0, 1.0),
-}
-
-
-def act_inplace(y, name):
-    f = INPLACE_ACT.get(name)
-    return f(y) if f is not None else activate(y, name)
-
+# layer type -> lowering ``fn(plan, layer, module) -> _Step``; a type without one runs its reference module
+LOWERINGS = Registry("fast-plan lowerings")
+lower = LOWERINGS.register
 
 def mkldnn_ok() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -124,6 +101,17 @@ def _cache_bytes() -> int:
     return best or (32 << 20)
 
 
+class _NotCopied:
+    """A plan holds oneDNN-packed tensors or an engine session: copies and pickles of a Darknet drop it (it is
+    rebuilt lazily)."""
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_none, ())
+
+
 class _Step:
     __slots__ = ("index", "fn", "kind")
 
@@ -136,7 +124,7 @@ class _Step:
         return f"{self.index}:{self.kind}"
 
 
-class FastPlan:
+class FastPlan(_NotCopied):
     """A compiled inference plan for one :class:`Darknet` (its current weights, device and dtype).
 
     ``plan(x)`` returns the network outputs like ``Darknet.forward``; run it under ``torch.no_grad()``.
@@ -177,22 +165,12 @@ class FastPlan:
 
     # -- compilation -------------------------------------------------------------------------------------
     def _compile(self, l, m, net):
-        t = l.type
-        if t == "convolutional":
-            return self._conv(l, m)
-        if t == "maxpool":
-            return self._maxpool(l, m)
-        if t == "route":
-            return self._route(l)
-        if t == "shortcut":
-            return self._shortcut(l, m)
-        if t == "upsample":
-            return self._upsample(l, m)
-        if t == "yolo":
-            return self._yolo(l, m)
-        if t in ("dropout", "empty"):
-            return _Step(l.index, lambda x, outs: x, t)
-        return self._module(l, m)
+        lowering = LOWERINGS.get(l.type)
+        return lowering(self, l, m) if lowering is not None else self._module(l, m)
+
+    @lower("dropout", "empty")
+    def _identity(self, l, m):
+        return _Step(l.index, lambda x, outs: x, l.type)
 
     def _module(self, l, m):
         """Any other layer: its own module on NCHW-contiguous inputs (exactly the exact path)."""
@@ -211,6 +189,7 @@ class FastPlan:
             return m(x.contiguous(), o)
         return _Step(l.index, run, l.type)
 
+    @lower("convolutional")
     def _conv(self, l, m):
         p = l.p
         if p["xnor"] or p["binary"]:
@@ -219,9 +198,7 @@ class FastPlan:
         if p["bn"]:
             # per-channel factors in float64, rounded once; the weight product in the weights' dtype (<= 1 ulp
             # from the float64 product, and no float64 copy of yolov4's 64M weights)
-            inv = scale.double() / torch.sqrt(var.double() + BN_EPS)
-            wf = w * inv.to(w.dtype).view(-1, 1, 1, 1)
-            bf = (b.double() - mean.double() * inv).to(b.dtype)
+            wf, bf = fold_bn(w, b, scale, mean, var)
         else:
             wf, bf = w.detach().clone(), b.detach().clone()
         act = m.act
@@ -229,13 +206,11 @@ class FastPlan:
         oh, ow = p["conv_out"]
         k, d, g = p["size"], p["dilation"], p["groups"]
         sy, sx = p["stride_y"], p["stride_x"]
-        P = p["padding"] * d
-        ty, by = _window_pads(h, oh, k, sy, P, d)
-        tx, bx = _window_pads(wd, ow, k, sx, P, d)
         # torch's symmetric padding (ty, tx) gives Darknet's windows (same start, zeros outside the image);
         # extra rows/columns at the far end are cropped
-        th = (h + 2 * ty - d * (k - 1) - 1) // sy + 1
-        tw = (wd + 2 * tx - d * (k - 1) - 1) // sx + 1
+        (ty, tx), _ = geometry.symmetric(p["pads"])
+        th = geometry.window_out(h, k, sy, 2 * ty, d)
+        tw = geometry.window_out(wd, k, sx, 2 * tx, d)
         aa = p["antialiasing"]
         crop = (th, tw) != (oh, ow)
         cdt, low = self.cdt, self.low
@@ -259,8 +234,9 @@ class FastPlan:
         pad, stride, dil = [ty, tx], [sy, sx], [d, d]
         if self.onednn:
             packed = torch.ops.mkldnn._reorder_convolution_weight(wf.contiguous(), pad, stride, dil, g, [1, c, h, wd])
-            attr, scalars = MKLDNN_ACT.get(act, ("none", []))
-            rest = None if act in MKLDNN_ACT else act
+            fused = ACTIVATIONS[act].onednn           # the activation as a oneDNN post-op, else in place after
+            attr, scalars = fused or ("none", [])
+            rest = None if fused else act
             conv = torch.ops.mkldnn._convolution_pointwise
             cl = self.channels_last
 
@@ -286,6 +262,7 @@ class FastPlan:
             return finish(y) if crop or aa else y
         return _Step(l.index, run, "conv")
 
+    @lower("maxpool")
     def _maxpool(self, l, m):
         p = l.p
         if p["maxpool_depth"] or p["antialiasing"]:
@@ -293,9 +270,7 @@ class FastPlan:
         c, h, w = l.in_shape
         oh, ow = p["pool_out"]
         size, sy, sx = p["size"], p["stride_y"], p["stride_x"]
-        left = p["padding"] // 2
-        ty, by = _window_pads(h, oh, size, sy, left)
-        tx, bx = _window_pads(w, ow, size, sx, left)
+        ty, tx, by, bx = p["pads"]
         if size == 1 and sy == sx == 1 and (h, w) == (oh, ow):
             return _Step(l.index, lambda x, outs: x, "maxpool(identity)")
         if self.separable_pool and ty == 0 and tx == 0 and (oh - 1) * sy + size <= h and \
@@ -316,32 +291,27 @@ class FastPlan:
         fit = _pool_fit(h, oh, size, sy, ty), _pool_fit(w, ow, size, sx, tx)
         if None not in fit:
             (qy, oy), (qx, ox) = fit
-            th = (h + 2 * qy - size) // sy + 1
-            tw = (w + 2 * qx - size) // sx + 1
+            th = geometry.window_out(h, size, sy, 2 * qy)
+            tw = geometry.window_out(w, size, sx, 2 * qx)
             crop = (oy, ox, th, tw) != (0, 0, oh, ow)
 
             def run(x, outs):
                 y = F.max_pool2d(x, size, (sy, sx), (qy, qx))
                 return y[:, :, oy:oy + oh, ox:ox + ow] if crop else y
             return _Step(l.index, run, "maxpool")
-        pads = (tx, max(bx, 0), ty, max(by, 0))
+        pads = (tx, bx, ty, by)
 
         def run(x, outs):
             xp = F.pad(x, pads, value=float("-inf"))
             return F.max_pool2d(xp, size, (sy, sx))[:, :, :oh, :ow]
         return _Step(l.index, run, "maxpool(pad)")
 
-    def _route(self, l):
-        refs, groups, gid = list(l.refs), l.p["groups"], l.p["group_id"]
+    @lower("route")
+    def _route(self, l, m):
+        slices, groups = l.p["slices"], l.p["groups"]
 
         def run(x, outs):
-            parts = []
-            for i in refs:
-                t = outs[i]
-                if groups > 1:
-                    c = t.shape[1] // groups
-                    t = t[:, c * gid:c * (gid + 1)]
-                parts.append(t)
+            parts = route_inputs(outs, slices, groups)
             if len(parts) == 1:
                 return parts[0]
             if self.channels_last:
@@ -349,6 +319,7 @@ class FastPlan:
             return torch.cat(parts, 1)
         return _Step(l.index, run, "route")
 
+    @lower("shortcut")
     def _shortcut(self, l, m):
         p = l.p
         c, h, w = l.out_shape
@@ -377,9 +348,10 @@ class FastPlan:
             return act_inplace(y, act)
         return _Step(l.index, run, "shortcut")
 
+    @lower("yolo")
     def _yolo(self, l, m):
         """[yolo] in place on an NCHW copy: logistic on x, y, objectness and classes, then scale_x_y."""
-        A, per, sc, new_coords = m.n, m.per, m.s, m.new_coords
+        A, per, sc, new_coords = l.p["layout"].anchors, l.p["layout"].per, l.p["scale_x_y"], l.p["new_coords"]
 
         dt = self.dtype
 
@@ -397,6 +369,7 @@ class FastPlan:
             return y
         return _Step(l.index, run, "yolo")
 
+    @lower("upsample")
     def _upsample(self, l, m):
         s = l.p["stride"]
         if s <= 1 or l.p["scale"] != 1:
@@ -405,13 +378,6 @@ class FastPlan:
         def run(x, outs):
             return F.interpolate(x, scale_factor=float(s), mode="nearest")
         return _Step(l.index, run, "upsample")
-
-    # a plan holds oneDNN-packed tensors: copies and pickles of a Darknet drop it (it is rebuilt lazily)
-    def __deepcopy__(self, memo):
-        return None
-
-    def __reduce__(self):
-        return (_none, ())
 
     # -- execution ---------------------------------------------------------------------------------------
     def __call__(self, x):
@@ -445,15 +411,11 @@ class FastPlan:
 # ONNX Runtime / OpenVINO backends: the network exported by darknet_prn.export (BN folded, static shapes) and run
 # by the other engine. Selectable with Darknet.set_backend(); not the default (docs/performance.md says why).
 
-ONNX_BACKENDS = ("onnxruntime", "openvino")
-
-
-class OnnxPlan:
+class OnnxPlan(_NotCopied):
     """The exported ONNX graph of ``net`` in ONNX Runtime or OpenVINO (CPU, float32, dynamic batch)."""
 
     def __init__(self, net, engine: str, threads: int | None = None, precision: str = "f32"):
         import tempfile
-        from .errors import DarknetError
         from .precision import check_backend_precision
         if engine not in ONNX_BACKENDS:
             raise DarknetError(f"unknown ONNX backend '{engine}' ({', '.join(ONNX_BACKENDS)})")
@@ -468,36 +430,14 @@ class OnnxPlan:
             path = os.path.join(d, "model.onnx")
             net.export_onnx(path, dynamic_batch=True, verify=False)
             if engine == "onnxruntime":
-                try:
-                    import onnxruntime as ort
-                except ImportError:
-                    raise DarknetError("backend onnxruntime needs: pip install onnxruntime") from None
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = self.threads
-                so.inter_op_num_threads = 1
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                # no busy-waiting between operators: on a shared CPU spinning threads cost more than they save
-                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                sess = ort_session(path, self.threads)
                 name = sess.get_inputs()[0].name
                 self._run = lambda a: sess.run(None, {name: a})
             else:
-                try:
-                    import openvino as ov
-                except ImportError:
-                    raise DarknetError("backend openvino needs: pip install openvino") from None
-                cm = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": self.threads,
-                                                           "PERFORMANCE_HINT": "LATENCY",
-                                                           "INFERENCE_PRECISION_HINT": precision})
+                cm = openvino_model(path, self.threads, precision)
                 req = cm.create_infer_request()
                 outs = list(cm.outputs)
                 self._run = lambda a: [req.infer({0: a})[o] for o in outs]
-
-    def __deepcopy__(self, memo):
-        return None
-
-    def __reduce__(self):
-        return (_none, ())
 
     def __call__(self, x):
         a = x.detach().to("cpu", torch.float32).contiguous().numpy()

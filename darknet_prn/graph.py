@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import geometry, heads
 from .cfg import CfgWarning, Section, read_cfg, read_cfg_text, warn_unused
 from .errors import CfgError
 from .fileio import read_input
@@ -27,6 +28,7 @@ ACTIVATIONS = (
     "normalize_channels_softmax_maxval", "loggy", "relu", "relu6", "elu", "selu", "gelu", "relie", "plse",
     "hardtan", "lhtan", "linear", "ramp", "revleaky", "leaky", "tanh", "stair",
 )
+ACTIVATION_ALIASES = {"revleaky": "leaky"}    # names Darknet reads as another activation
 # gain of the default initialisation: 3 for bounded/linear activations, else 6 (matches the oracle generator)
 _GAIN3 = {"linear", "logistic", "tanh", "loggy", "hardtan", "lhtan", "plse", "stair", "normalize_channels",
           "normalize_channels_softmax", "normalize_channels_softmax_maxval"}
@@ -223,8 +225,7 @@ class Context:
 
     def activation(self, default="linear", key="activation") -> str:
         a = self.sec.get_str(key, default)
-        if a == "revleaky":
-            a = "leaky"
+        a = ACTIVATION_ALIASES.get(a, a)
         if a not in ACTIVATIONS:
             warnings.warn(CfgWarning(f"{self.sec.path}:{self.sec.options[key].line}: unknown activation "
                                      f"'{a}', Darknet uses relu"), stacklevel=2)
@@ -252,7 +253,7 @@ def bn_arrays(prefix, n):
 
 
 def conv_geometry(h, w, size, stride_y, stride_x, padding):
-    return (h + 2 * padding - size) // stride_y + 1, (w + 2 * padding - size) // stride_x + 1
+    return geometry.conv_out(h, size, stride_y, padding), geometry.conv_out(w, size, stride_x, padding)
 
 
 def conv_arrays(prefix, c, n, groups, size, bn, act, flipped=False):
@@ -331,9 +332,10 @@ def parse_convolutional(g: Context) -> Layer:
     p = dict(filters=n, size=size, stride_x=cs_x, stride_y=cs_y, padding=padding, groups=groups,
              dilation=dilation, activation=act, bn=bn, xnor=xnor, binary=binary, bin_output=bin_output,
              share_index=share_layer, weights_shape=(n, g.c // groups, size, size), conv_out=(oh, ow),
-             antialiasing=aa, blur_stride=(sy, sx))
+             antialiasing=aa, blur_stride=(sy, sx),
+             pads=geometry.pads((g.h, g.w), (oh, ow), size, (cs_y, cs_x), padding * dilation, dilation))
     if aa:
-        bsize, bpad = (2, 0) if aa == 2 else (3, 1)
+        bsize, bpad = geometry.blur(aa)
         oh, ow = conv_geometry(oh, ow, bsize, sy, sx, bpad)
         p.update(blur_size=bsize, blur_pad=bpad)
     arrays = [] if share_layer is not None else conv_arrays("", g.c, n, groups, size, bn, act, flipped)
@@ -355,7 +357,8 @@ def parse_local(g: Context) -> Layer:
     loc = oh * ow
     arrays = [ArraySpec("biases", (n, oh, ow)),
               ArraySpec("weights", (loc, n, g.c * size * size), init=("weight", f"{_gain(act)}/{size * size * g.c}"))]
-    return g.layer((n, oh, ow), 0.0, arrays, filters=n, size=size, stride=stride, pad=pad, activation=act)
+    return g.layer((n, oh, ow), 0.0, arrays, filters=n, size=size, stride=stride, pad=pad, activation=act,
+                   pads=geometry.pads((g.h, g.w), (oh, ow), size, (stride, stride), pad))
 
 
 @register("connected")
@@ -379,9 +382,15 @@ def _pool_geometry(g: Context, default_padding=True):
     padding = s.get_int("padding", size - 1)
     if size < 1 or sx < 1 or sy < 1:
         raise g.error("size and stride must be >= 1")
-    oh = (g.h + padding - size) // sy + 1
-    ow = (g.w + padding - size) // sx + 1
-    return dict(size=size, stride_x=sx, stride_y=sy, padding=padding, pool_out=(oh, ow))
+    return dict(size=size, stride_x=sx, stride_y=sy, padding=padding,
+                pool_out=(geometry.pool_out(g.h, size, sy, padding), geometry.pool_out(g.w, size, sx, padding)))
+
+
+def _pool_pads(g: Context, p: dict) -> dict:
+    """The pool's resolved pads: windows start at Darknet's ``-padding/2``."""
+    p["pads"] = geometry.pads((g.h, g.w), p["pool_out"], p["size"], (p["stride_y"], p["stride_x"]),
+                              geometry.pool_start(p["padding"]))
+    return p
 
 
 @register("maxpool")
@@ -403,13 +412,13 @@ def parse_maxpool(g: Context) -> Layer:
     if aa:
         # Darknet pools at stride 1, then blurs with the pool's stride
         p["stride_x"] = p["stride_y"] = 1
-        oh = (g.h + p["padding"] - p["size"]) + 1
-        ow = (g.w + p["padding"] - p["size"]) + 1
+        oh = geometry.pool_out(g.h, p["size"], 1, p["padding"])
+        ow = geometry.pool_out(g.w, p["size"], 1, p["padding"])
         p["pool_out"] = (oh, ow)
-        bsize, bpad = (2, 0) if aa == 2 else (3, 1)
+        bsize, bpad = geometry.blur(aa)
         oh, ow = conv_geometry(oh, ow, bsize, p["blur_stride"][0], p["blur_stride"][1], bpad)
         p.update(blur_size=bsize, blur_pad=bpad)
-    return g.layer((c, oh, ow), bflops, **p)
+    return g.layer((c, oh, ow), bflops, **_pool_pads(g, p))
 
 
 @register("local_avgpool")
@@ -417,7 +426,7 @@ def parse_local_avgpool(g: Context) -> Layer:
     g.need_image()
     p = _pool_geometry(g)
     oh, ow = p["pool_out"]
-    return g.layer((g.c, oh, ow), p["size"] * p["size"] * g.c * oh * ow / 1e9, **p)
+    return g.layer((g.c, oh, ow), p["size"] * p["size"] * g.c * oh * ow / 1e9, **_pool_pads(g, p))
 
 
 @register("avgpool")
@@ -443,7 +452,8 @@ def parse_route(g: Context) -> Layer:
         if sh[0] % groups:
             raise g.error(f"groups={groups} does not divide the {sh[0]} channels of layer {i}", "groups")
     c = sum(sh[0] for sh in shapes) // groups
-    return g.layer((c, h0, w0), 0.0, (), refs, groups=groups, group_id=gid)
+    slices = [(i,) + geometry.group_slice(sh[0], groups, gid) for i, sh in zip(refs, shapes)]
+    return g.layer((c, h0, w0), 0.0, (), refs, groups=groups, group_id=gid, slices=slices)
 
 
 _SHORTCUT_WEIGHTS = ("none", "per_feature", "per_layer", "per_channel")
@@ -488,7 +498,9 @@ def parse_shortcut(g: Context) -> Layer:
     return g.layer((c, h, w), bflops, arrays, refs, activation=act, weights_type=wtype,
                    weights_normalization="relu" if wnorm == "avg_relu" else wnorm,
                    strided=strided, alpha=alpha, beta=beta,
-                   channels=[min(c, g.layers[i].out_shape[0]) for i in refs])
+                   strided_geometry=geometry.strided_shortcut((c, h, w), g.layers[refs[0]].out_shape) if strided
+                   else None,
+                   channels=[geometry.shortcut_channels(c, g.layers[i].out_shape[0]) for i in refs])
 
 
 def _strided_ok(src, dst):
@@ -523,7 +535,7 @@ def parse_partial_shortcut(g: Context) -> Layer:
         if (fh, fw) != (h, w):
             raise g.error(f"from layer {i} is {fmt_shape(g.layers[i].out_shape)} but the previous layer is "
                           f"{fmt_shape(g.in_shape)}: width/height must match", "from")
-        lim = min(c, fc)
+        lim = geometry.shortcut_channels(c, fc)
         if fixed is not None:
             if fixed < 1 or fixed > lim:
                 raise g.error(f"{key} gives c={fixed} channels, but it must be in 1..{lim} "
@@ -629,8 +641,9 @@ def _warn(g: Context, key: str, msg: str):
     warnings.warn(CfgWarning(f"{g.sec.path}:{line}: [{g.sec.name}] {msg}"), stacklevel=3)
 
 
-def _yolo_common(g: Context, per_anchor: int):
+def _yolo_common(g: Context):
     s = g.sec
+    per_anchor = heads.per_box(s.type, 0)
     g.need_image()
     classes = s.get_int("classes", 20)
     total = s.get_int("num", 1)
@@ -650,19 +663,21 @@ def _yolo_common(g: Context, per_anchor: int):
     nms_kind = s.get_str("nms_kind", "default")
     if nms_kind not in ("default", "greedynms", "diounms", "cornersnms"):
         nms_kind = "default"
-    return dict(classes=classes, num=total, mask=mask, anchors=anchors,
-                scale_x_y=s.get_float("scale_x_y", 1.0), new_coords=s.get_int("new_coords", 0),
-                nms_kind=nms_kind, beta_nms=s.get_float("beta_nms", 0.6))
+    p = dict(classes=classes, num=total, mask=mask, anchors=anchors,
+             scale_x_y=s.get_float("scale_x_y", 1.0), new_coords=s.get_int("new_coords", 0),
+             nms_kind=nms_kind, beta_nms=s.get_float("beta_nms", 0.6))
+    p["layout"] = heads.layout(s.type, p)
+    return p
 
 
 @register("yolo")
 def parse_yolo(g: Context) -> Layer:
-    return g.layer(g.in_shape, **_yolo_common(g, 5))
+    return g.layer(g.in_shape, **_yolo_common(g))
 
 
 @register("gaussian_yolo")
 def parse_gaussian_yolo(g: Context) -> Layer:
-    p = _yolo_common(g, 9)
+    p = _yolo_common(g)
     p["yolo_point"] = g.sec.get_str("yolo_point", "center")
     return g.layer(g.in_shape, **p)
 
@@ -730,8 +745,9 @@ def parse_region(g: Context) -> Layer:
     if g.c != need:
         raise g.error(f"the previous layer has {g.c} channels but num={num} x (coords={coords} + 1 + "
                       f"classes={classes}) = {need} are needed")
-    return g.layer(g.in_shape, coords=coords, classes=classes, num=num, softmax=softmax, anchors=anchors,
-                   tree=tree, nms_kind="default", beta_nms=0.6)
+    p = dict(coords=coords, classes=classes, num=num, softmax=softmax, anchors=anchors, tree=tree,
+             nms_kind="default", beta_nms=0.6)
+    return g.layer(g.in_shape, layout=heads.layout("region", p), **p)
 
 
 @register("detection")
@@ -748,8 +764,8 @@ def parse_detection(g: Context) -> Layer:
     if g.inputs != need:
         raise g.error(f"the previous layer has {g.inputs} outputs but side={side}^2 x ((1 + coords={coords}) x "
                       f"num={num} + classes={classes}) = {need} are needed")
-    return g.layer((g.inputs, 1, 1), coords=coords, classes=classes, num=num, side=side, softmax=softmax,
-                   sqrt=sqrt)
+    p = dict(coords=coords, classes=classes, num=num, side=side, softmax=softmax, sqrt=sqrt)
+    return g.layer((g.inputs, 1, 1), layout=heads.layout("detection", p), **p)
 
 
 @register("softmax")
@@ -897,7 +913,9 @@ def _rconv(s: Section, g: Context, default_act):
         c, h, w = g.inputs, 1, 1
     oh, ow = conv_geometry(h, w, size, stride, stride, padding)
     return dict(size=size, stride=stride, dilation=dilation, padding=padding, groups=groups, activation=act,
-                bn=bn), (c, h, w), (oh, ow)
+                bn=bn, conv_out=(oh, ow),
+                pads=geometry.pads((h, w), (oh, ow), size, (stride, stride), padding * dilation, dilation)), \
+        (c, h, w), (oh, ow)
 
 
 def _check_groups(g: Context, groups: int, name: str, ci: int, co: int):
@@ -968,10 +986,8 @@ def _parse_net(sec: Section, width, height) -> dict:
     inputs = sec.get_int("inputs", 0)
     letter_box = sec.get_int("letter_box", 0)
     sec.touch(*_NET_KEYS)
-    if width is not None:
-        w = int(width)
-    if height is not None:
-        h = int(height)
+    w = w if width is None else int(width)
+    h = h if height is None else int(height)
     if w < 0 or h < 0 or c < 0:
         raise sec.error("width, height and channels must not be negative")
     if w and h and c:

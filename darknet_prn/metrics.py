@@ -235,3 +235,32 @@ def _average_precision(prec: np.ndarray, rec: np.ndarray, points: int) -> float:
         best = float(prec[ok].max()) if ok.any() else 0.0
         avg += max(best, 0.0)
     return avg / points
+
+
+def confusion_matrix(images, classes: int, thresh: float = 0.25, iou_thresh: float = 0.5) -> np.ndarray:
+    """``(classes + 1, classes + 1)`` counts, rows = true class, columns = predicted class, index ``classes`` =
+    background. Per image the detections above ``thresh`` (every class above it its own) take, by confidence,
+    the unmatched label of any class with the highest IoU above ``iou_thresh``; the rest are background
+    predictions, unmatched labels background misses. ``images``: ``(boxes, probs, truths)`` per image."""
+    m = np.zeros((classes + 1, classes + 1), np.int64)
+    thr, iou_t = F32(thresh), F32(iou_thresh)
+    for boxes, probs, truths in images:
+        truths = np.asarray(truths, F32).reshape(-1, 5)
+        rows, cls = np.nonzero(np.asarray(probs)[:, :classes] > thr)
+        order = np.argsort(-np.asarray(probs)[rows, cls], kind="stable")
+        used = np.zeros(len(truths), bool)
+        for r, c in zip(rows[order], cls[order]):
+            j = -1
+            if len(truths):
+                ious = np.where(used, F32(-1), box_iou(boxes[r], truths[:, 1:5]))
+                j = int(np.argmax(ious))
+                if not ious[j] > iou_t:
+                    j = -1
+            if j >= 0:
+                used[j] = True
+                m[int(truths[j, 0]), c] += 1
+            else:
+                m[classes, c] += 1
+        for t in truths[~used]:
+            m[int(t[0]), classes] += 1
+    return m

@@ -6,7 +6,9 @@ import os
 import torch
 import torch.nn as nn
 
+from . import recurrent  # noqa: F401  (registers the reference modules of rnn, crnn, gru, lstm, conv_lstm)
 from . import weights as wio
+from .engines import check_backend
 from .errors import DarknetError
 from .fileio import atomic_write, read_cfg_file_text
 from .graph import Network, network_from_text
@@ -36,7 +38,12 @@ class Darknet(nn.Module):
                 m.share = (self.layers[l.p["share_index"]],)    # a tuple: not registered twice
         self.output_layers = graph.output_layers
         self._needed, self._free_after = graph.liveness()     # free intermediate outputs early
+        # layers followed by a standalone [batchnorm]: in training its backward overwrites their delta
+        self._bn_overwrites = {l.index - 1 for l in graph.layers if l.type == "batchnorm" and l.index > 0}
         self._arena = wio.Arena(self)      # the .weights arrays as views of one tensor in file order
+        # the layers start in inference mode whatever nn.Module's default: only an explicit ``net.train()``
+        # switches them to Darknet's training forward (batch statistics, dropout, ...)
+        self.layers.eval()
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
@@ -73,7 +80,8 @@ class Darknet(nn.Module):
             if keep_all:
                 all_outs.append(x)
             if i in self._needed:
-                outs[i] = x
+                # the other consumers' gradient is lost, as Darknet's [batchnorm] backward copies its delta
+                outs[i] = x.detach() if self.training and i in self._bn_overwrites else x
             for r in self._free_after.get(i, ()):
                 outs.pop(r, None)
         return all_outs if keep_all else [outs[i] for i in self.output_layers]
@@ -99,10 +107,8 @@ class Darknet(nn.Module):
         as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
         the package); optionally the thread count ``forward`` uses, and the ``precision``: ``"f32"`` (default,
         Darknet-exact), ``"bf16"`` (CPUs with BF16, CUDA; torch and openvino backends) or ``"fp16"`` (CUDA)."""
-        from .fast import ONNX_BACKENDS
         from .precision import check_backend_precision
-        if backend not in ("torch", "exact") + ONNX_BACKENDS:
-            raise DarknetError(f"unknown backend '{backend}' (torch, exact, {', '.join(ONNX_BACKENDS)})")
+        backend = check_backend(backend)
         if precision is not None:
             check_backend_precision(backend, precision, self._device())
             self.precision = precision
@@ -157,6 +163,27 @@ class Darknet(nn.Module):
     def layer_outputs(self, x: torch.Tensor) -> list:
         """One tensor per cfg layer, exactly what Darknet's ``l.output`` holds (batch first)."""
         return self._run(x, keep_all=True)
+
+    # -- training (darknet_prn.train) ----------------------------------------------------------------------
+    def loss(self, x: torch.Tensor, truth, verbose: bool = False):
+        """Darknet's training loss of a batch (training mode): ``(loss, stats)``. ``loss.backward()`` leaves
+        minus Darknet's deltas in every layer's output gradient and minus its ``*_updates`` in every ``.grad``;
+        ``loss`` is the sum of the heads' ``l.cost``. truth: Darknet's ``net.truth`` (B, max_boxes*6) or a list
+        per image of (n, 5) ``x, y, w, h, class`` boxes; classifiers: (B, classes) one-hot or (B,) ids.
+        ``stats``: ``heads`` (per loss layer: cost, avg_iou, count, ..., Darknet's printed ``line``), ``loss``,
+        ``darknet_loss`` (what Darknet's train_network returns: mean head cost / batch). ``verbose`` prints
+        the lines."""
+        from .train.step import training_loss
+        return training_loss(self, x, truth, verbose)
+
+    @property
+    def seen(self) -> int:
+        """Images trained on, as the ``.weights`` header holds it (Darknet's ``*net.seen``)."""
+        return self.weights_header.seen if self.weights_header is not None else 0
+
+    @seen.setter
+    def seen(self, value: int):
+        self.weights_header = wio.Header.darknet(int(value))
 
     # -- weights ---------------------------------------------------------------------------------------
     def tensor(self, index: int, name: str) -> torch.Tensor:

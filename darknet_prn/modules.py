@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import geometry
 from .activations import activate
 from .errors import CfgError
 from .graph import Layer
@@ -58,37 +59,84 @@ class DarknetModule(nn.Module):
         return f"index={self.index}"
 
 
-def batchnorm(x, mean, var, scale, bias):
+def batchnorm(x, mean, var, scale, bias, training=False):
+    """Inference BN on the rolling statistics; ``training``: cuDNN's training BN as Darknet's GPU build runs it
+    (batch mean and biased variance, eps inside the root, rolling ``.99 r + .01 stat`` with the unbiased
+    variance), which is torch's own batch-norm with momentum 0.01 updating the module's buffers in place."""
+    if training:
+        return F.batch_norm(x, mean, var, scale, bias, training=True, momentum=0.01, eps=BN_EPS)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     inv = scale / torch.sqrt(var + BN_EPS)
     return (x - mean.view(shape)) * inv.view(shape) + bias.view(shape)
 
 
+def fold_bn(w, b, scale, mean, var, dtype=torch.float64):
+    """Batch norm folded into the weights ``w`` (filters first) and bias ``b``: ``w*s/sqrt(v+eps)``,
+    ``b - m*s/sqrt(v+eps)`` (Darknet's ``fuse_conv_batchnorm``). The per-filter factor is computed in ``dtype``:
+    float64 as Darknet's fuse (the plan, the ONNX export); ``None``, the tensors' own precision, for the XNOR
+    path (the module and its export form must agree on every sign). The weight product is in the weights'
+    dtype. Returns ``(w', b')`` in the dtypes of ``w`` and ``b``."""
+    dtype = dtype or scale.dtype
+    inv = scale.to(dtype) / torch.sqrt(var.to(dtype) + BN_EPS)
+    wf = w * inv.to(w.dtype).view((-1,) + (1,) * (w.dim() - 1))
+    return wf, (b.to(dtype) - mean.to(dtype) * inv).to(b.dtype)
+
+
+def binary_weights(w):
+    """Darknet's binarized weights: ``sign(w) * mean|w|`` per filter (``binary=1``, XNOR)."""
+    return torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+
+
+def xnor_weights(w, b, scale, mean, var):
+    """XNOR convs as ``detector test`` runs them: BN (``scale`` not None) fused into the float weights in their
+    own precision, then binarized. Returns ``(weights, bias)``."""
+    if scale is not None:
+        w, b = fold_bn(w, b, scale, mean, var, None)
+    return binary_weights(w), b
+
+
+def xnor_inputs(x):
+    """XNOR inputs: ``+1`` where ``x > 0``, else ``-1``."""
+    return torch.where(x > 0, 1.0, -1.0)
+
+
 def _pad_to(x, pads, value=0.0):
-    """F.pad with (left, right, top, bottom) that may be negative (crop)."""
+    """F.pad with (top, left, bottom, right) pads; negative top/left crop."""
+    t, l, b, r = pads
     if any(pads):
-        x = F.pad(x, pads, value=value)
+        x = F.pad(x, (l, r, t, b), value=value)
     return x
 
 
-def _window_pads(size_in, size_out, k, stride, left, dilation=1):
-    need = (size_out - 1) * stride + dilation * (k - 1) + 1
-    return left, need - size_in - left
+def window_conv(x, w, pads, strides, dilation, groups, out_hw):
+    """Darknet's convolution geometry: ``x`` padded by ``pads`` (top, left, bottom, right), a padding-free
+    convolution, its first ``out_hw`` rows/columns."""
+    t, l, b, r = pads
+    if t == l == b == r:
+        y = F.conv2d(x, w, None, strides, t, dilation, groups)
+    else:
+        y = F.conv2d(_pad_to(x, pads), w, None, strides, 0, dilation, groups)
+    oh, ow = out_hw
+    if y.shape[2] != oh or y.shape[3] != ow:
+        y = y[:, :, :oh, :ow]
+    return y
+
+
+def blur_kernel(c, size, dtype=torch.float32, device=None):
+    """Darknet's fixed anti-aliasing kernel, depthwise for ``c`` channels: the 3x3 outer product of [1 2 1]/4,
+    or 2x2 of 1/4 (``size`` from ``geometry.blur``)."""
+    if size == 2:
+        k = torch.full((2, 2), 0.25, dtype=dtype, device=device)
+    else:
+        v = torch.tensor([1.0, 2.0, 1.0], dtype=dtype, device=device)
+        k = torch.outer(v, v) / 16
+    return k.expand(c, 1, size, size)
 
 
 def blur(x, size, pad, stride):
-    """Darknet's fixed anti-aliasing blur (depthwise 3x3 [1 2 1]/16 outer product, or 2x2 of 1/4)."""
+    """Darknet's anti-aliasing blur (a depthwise convolution with ``blur_kernel``)."""
     c = x.shape[1]
-    if size == 2:
-        k = torch.full((2, 2), 0.25, dtype=x.dtype, device=x.device)
-    else:
-        v = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
-        k = torch.outer(v, v) / 16
-    w = k.expand(c, 1, size, size)
-    oh = (x.shape[2] + 2 * pad - size) // stride[0] + 1
-    ow = (x.shape[3] + 2 * pad - size) // stride[1] + 1
-    y = F.conv2d(x, w, stride=stride, padding=pad, groups=c)
-    return y[:, :, :oh, :ow]
+    return F.conv2d(x, blur_kernel(c, size, x.dtype, x.device), stride=stride, padding=pad, groups=c)
 
 
 @register("convolutional")
@@ -109,23 +157,11 @@ class Convolutional(DarknetModule):
         return (m.weights, m.biases, m.scales if bn else None, m.rolling_mean if bn else None,
                 m.rolling_variance if bn else None)
 
-    def conv(self, x, w, P=None):
+    def conv(self, x, w, pads=None):
+        """The convolution alone (no bias/BN/activation) with Darknet's geometry; ``pads`` default: the layer's."""
         p = self.p
-        d = p["dilation"]
-        if P is None:
-            P = p["padding"] * d
-        oh, ow = p["conv_out"]
-        k = p["size"]
-        sy, sx = p["stride_y"], p["stride_x"]
-        ty, by = _window_pads(x.shape[2], oh, k, sy, P, d)
-        tx, bx = _window_pads(x.shape[3], ow, k, sx, P, d)
-        if ty == by == tx == bx:
-            y = F.conv2d(x, w, None, (sy, sx), P, d, p["groups"])
-        else:
-            y = F.conv2d(_pad_to(x, (tx, max(bx, 0), ty, max(by, 0))), w, None, (sy, sx), 0, d, p["groups"])
-        if y.shape[2] != oh or y.shape[3] != ow:
-            y = y[:, :, :oh, :ow]
-        return y
+        return window_conv(x, w, p["pads"] if pads is None else pads, (p["stride_y"], p["stride_x"]),
+                           p["dilation"], p["groups"], p["conv_out"])
 
     def forward(self, x, outs=None):
         p = self.p
@@ -134,10 +170,10 @@ class Convolutional(DarknetModule):
             y = self._xnor(x, w, b, scale, mean, var)
         else:
             if p["binary"]:
-                w = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
+                w = binary_weights(w)
             y = self.conv(x, w)
             if p["bn"]:
-                y = batchnorm(y, mean, var, scale, b)
+                y = batchnorm(y, mean, var, scale, b, self.training)
             else:
                 y = y + b.view(1, -1, 1, 1)
         y = activate(y, self.act)
@@ -148,15 +184,10 @@ class Convolutional(DarknetModule):
     def _xnor(self, x, w, b, scale, mean, var):
         # Darknet runs XNOR convs only as detector test does: BN fused into the float weights, then
         # weights binarized to +-mean|W'| per filter and inputs to +-1 (padding reads as -1).
-        if self.p["bn"]:
-            inv = scale / torch.sqrt(var + BN_EPS)
-            w = w * inv.view(-1, 1, 1, 1)
-            b = b - mean * inv
-        wb = torch.where(w > 0, 1.0, -1.0) * w.abs().mean(dim=(1, 2, 3), keepdim=True)
-        xb = torch.where(x > 0, 1.0, -1.0)
-        P = self.p["padding"] * self.p["dilation"]
-        xb = F.pad(xb, (P, P, P, P), value=-1.0)
-        return self.conv(xb, wb, P=0) + b.view(1, -1, 1, 1)
+        wb, b = xnor_weights(w, b, scale, mean, var)
+        (P, _), (eb, er) = geometry.symmetric(self.p["pads"])
+        xb = F.pad(xnor_inputs(x), (P, P, P, P), value=-1.0)
+        return self.conv(xb, wb, (0, 0, eb, er)) + b.view(1, -1, 1, 1)
 
 
 @register("local")
@@ -169,10 +200,8 @@ class Local(DarknetModule):
     def forward(self, x, outs=None):
         p = self.p
         n, oh, ow = self.out_shape
-        k, s, pad = p["size"], p["stride"], p["pad"]
-        ty, by = _window_pads(x.shape[2], oh, k, s, pad)
-        tx, bx = _window_pads(x.shape[3], ow, k, s, pad)
-        xp = _pad_to(x, (tx, max(bx, 0), ty, max(by, 0)))
+        k, s = p["size"], p["stride"]
+        xp = _pad_to(x, p["pads"])
         cols = F.unfold(xp, k, stride=s)                                 # (N, c*k*k, L')
         lh = (xp.shape[2] - k) // s + 1
         lw = (xp.shape[3] - k) // s + 1
@@ -190,7 +219,7 @@ class Connected(DarknetModule):
     def forward(self, x, outs=None):
         y = F.linear(x.reshape(x.shape[0], -1), self.weights)
         if self.p["bn"]:     # Darknet normalises before adding the bias
-            y = batchnorm(y, self.rolling_mean, self.rolling_variance, self.scales, self.biases)
+            y = batchnorm(y, self.rolling_mean, self.rolling_variance, self.scales, self.biases, self.training)
         else:
             y = y + self.biases
         return activate(y, self.p["activation"]).view(x.shape[0], -1, 1, 1)
@@ -213,12 +242,13 @@ class MaxPool(DarknetModule):
             return x.view(x.shape[0], k, oc, x.shape[2], x.shape[3]).amax(dim=1)
         oh, ow = p["pool_out"]
         size = p["size"]
-        left = p["padding"] // 2
-        ty, by = _window_pads(x.shape[2], oh, size, p["stride_y"], left)
-        tx, bx = _window_pads(x.shape[3], ow, size, p["stride_x"], left)
-        xp = _pad_to(x, (tx, max(bx, 0), ty, max(by, 0)), value=float("-inf"))
+        xp = _pad_to(x, p["pads"], value=float("-inf"))
+        if self.training:     # torch's CPU max-pool with indices (autograd) is several times faster channels-last
+            xp = xp.contiguous(memory_format=torch.channels_last)
         y = F.max_pool2d(xp, size, (p["stride_y"], p["stride_x"]))
         y = y[:, :, :oh, :ow]
+        if self.training:
+            y = y.contiguous()
         if p["antialiasing"]:
             y = blur(y, p["blur_size"], p["blur_pad"], p["blur_stride"])
         return y
@@ -234,10 +264,7 @@ class LocalAvgPool(DarknetModule):
         p = self.p
         oh, ow = p["pool_out"]
         size = p["size"]
-        left = p["padding"] // 2
-        ty, by = _window_pads(x.shape[2], oh, size, p["stride_y"], left)
-        tx, bx = _window_pads(x.shape[3], ow, size, p["stride_x"], left)
-        pads = (tx, max(bx, 0), ty, max(by, 0))
+        pads = p["pads"]
         ones = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
         st = (p["stride_y"], p["stride_x"])
         s = F.avg_pool2d(_pad_to(x, pads), size, st, divisor_override=1)[:, :, :oh, :ow]
@@ -251,22 +278,24 @@ class AvgPool(DarknetModule):
         return x.mean(dim=(2, 3), keepdim=True)
 
 
+def route_inputs(outs, slices, groups):
+    """The channel ranges ``(layer, start, stop)`` a ``[route]`` concatenates (whole outputs when groups=1)."""
+    return [outs[i] if groups == 1 else outs[i][:, a:b] for i, a, b in slices]
+
+
 @register("route")
 class Route(DarknetModule):
     def __init__(self, layer):
         super().__init__(layer)
         self.groups = layer.p["groups"]
         self.group_id = layer.p["group_id"]
+        self.slices = layer.p["slices"]
 
     def forward(self, x, outs):
-        parts = []
-        for i in self.refs:
-            t = outs[i]
-            if self.groups > 1:
-                c = t.shape[1] // self.groups
-                t = t[:, c * self.group_id:c * (self.group_id + 1)]
-            parts.append(t)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        parts = route_inputs(outs, self.slices, self.groups)
+        if len(parts) == 1:      # in training a distinct tensor, so its own gradient is Darknet's l.delta
+            return parts[0].view_as(parts[0]) if self.training else parts[0]
+        return torch.cat(parts, 1)
 
 
 def add_leading(y, f, c):
@@ -278,6 +307,32 @@ def add_leading(y, f, c):
     return torch.cat([y[:, :c] + f[:, :c], y[:, c:]], 1)
 
 
+def add_sources(y, outs, refs, channels):
+    """``[shortcut]``/``[partial_shortcut]``: the leading ``channels[k]`` channels of each source added."""
+    for i, c in zip(refs, channels):
+        y = add_leading(y, outs[i], c)
+    return y
+
+
+def _train_shortcut_weights(w, norm):
+    """Weighted [shortcut] in training as Darknet's GPU kernels compute it (``shortcut_multilayer_kernel``,
+    ``backward_shortcut_multilayer_kernel``): relu normalisation through ``lrelu`` (floor 0.001), and the weight
+    gradient ``delta * input * g`` with g = w_norm (relu), w_norm (1 - w_norm) (softmax), 1 (none) -- not the
+    derivative of the normalisation. The value is w_norm; d/dw = g; the inputs see w_norm as a constant."""
+    with torch.no_grad():
+        if norm == "relu":
+            r = torch.where(w > 0.001, w, torch.full_like(w, 0.001))
+            wn = r / (0.0001 + r.sum(0, keepdim=True))
+            g = wn
+        elif norm == "softmax":
+            e = torch.exp(w - w.max(0, keepdim=True).values)
+            wn = e / (0.0001 + e.sum(0, keepdim=True))
+            g = wn * (1 - wn)
+        else:
+            return w
+    return wn + (w - w.detach()) * g
+
+
 @register("shortcut")
 class Shortcut(DarknetModule):
     def __init__(self, layer):
@@ -286,6 +341,8 @@ class Shortcut(DarknetModule):
 
     def _weights(self, w):
         norm = self.p["weights_normalization"]
+        if self.training:
+            return _train_shortcut_weights(w, norm)
         if norm == "relu":
             r = F.relu(w)
             return r / (0.0001 + r.sum(0, keepdim=True))
@@ -297,9 +354,7 @@ class Shortcut(DarknetModule):
         if p["strided"]:
             return activate(self._strided(x, outs[self.refs[0]]), p["activation"])
         if p["weights_type"] == "none":
-            y = x
-            for i, c in zip(self.refs, p["channels"]):
-                y = add_leading(y, outs[i], c)
+            y = add_sources(x, outs, self.refs, p["channels"])
         else:
             w = self._weights(self.weights)
             shape = (-1, 1, 1) if w.dim() == 2 else ()
@@ -313,11 +368,7 @@ class Shortcut(DarknetModule):
     def _strided(self, x, f):
         # pjreddie's shortcut_cpu: out = alpha*out + beta*from, from sampled with stride / spread by sample
         p = self.p
-        _, c, h, w = x.shape
-        fc, fh, fw = f.shape[1:]
-        stride = max(1, fw // w)
-        sample = max(1, w // fw)
-        mc, mh, mw = min(c, fc), min(h, fh), min(w, fw)
+        stride, sample, (mc, mh, mw) = p["strided_geometry"]
         src = f[:, :mc, ::stride, ::stride][:, :, :mh, :mw]
         y = x.clone()
         region = y[:, :mc, ::sample, ::sample][:, :, :mh, :mw]
@@ -333,10 +384,7 @@ class PartialShortcut(DarknetModule):
         self.act = layer.p["activation"]
 
     def forward(self, x, outs):
-        y = x
-        for i, c in zip(self.refs, self.channels):
-            y = add_leading(y, outs[i], c)
-        return activate(y, self.act)
+        return activate(add_sources(x, outs, self.refs, self.channels), self.act)
 
 
 @register("scale_channels")
@@ -423,8 +471,8 @@ class Yolo(DarknetModule):
     def __init__(self, layer):
         super().__init__(layer)
         p = layer.p
-        self.n = len(p["mask"])
-        self.per = p["classes"] + 5
+        self.n = p["layout"].anchors
+        self.per = p["layout"].per
         self.s = p["scale_x_y"]
         self.new_coords = p["new_coords"]
         self.shape = tuple(layer.in_shape)
@@ -442,10 +490,6 @@ class Yolo(DarknetModule):
 
 @register("gaussian_yolo")
 class GaussianYolo(Yolo):
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.per = layer.p["classes"] + 9
-
     def forward(self, x, outs=None):
         c, h, w = self.shape
         v = x.reshape(-1, self.n, self.per, h, w)
@@ -478,7 +522,7 @@ class Region(DarknetModule):
         p = layer.p
         self.num = p["num"]
         self.classes = p["classes"]
-        self.per = p["coords"] + 1 + p["classes"]
+        self.per = p["layout"].per
         self.softmax = p["softmax"]
         self.tree = _check_tree(layer)
         self.shape = tuple(layer.in_shape)
@@ -524,23 +568,38 @@ class Softmax(DarknetModule):
     def forward(self, x, outs=None):
         n = x.shape[0]
         if self.spatial:
-            return torch.softmax(x / self.t, 1)
+            return self._train_grad(x, torch.softmax(x / self.t, 1))
         flat = x.reshape(n, -1)
         if self.tree is not None:
-            return softmax_tree(flat, self.tree, self.t).view(n, -1, 1, 1)
+            return self._train_grad(x, softmax_tree(flat, self.tree, self.t).view(n, -1, 1, 1))
         y = torch.softmax(flat.view(n, self.groups, -1) / self.t, -1)
-        return y.reshape(n, -1, 1, 1)
+        return self._train_grad(x, y.reshape(n, -1, 1, 1))
+
+    def _train_grad(self, x, y):
+        """Darknet's backward_softmax_layer adds the delta to the input's unchanged (its own delta is already
+        the x-entropy gradient w.r.t. the input): in training the output passes gradients straight through."""
+        if not self.training:
+            return y
+        xf = x.reshape(y.shape)
+        return xf + (y - xf).detach()
 
 
 @register("cost", "contrastive")
 class ZeroOutput(DarknetModule):
-    """Darknet's CPU forward leaves these outputs at 0 at inference."""
+    """Darknet's CPU forward leaves these outputs at 0 at inference. In a training forward with truth
+    (``Darknet.loss`` sets ``truth``), [cost] outputs its per-element error, as Darknet's ``l.output``."""
+    truth = None
 
     def __init__(self, layer):
         super().__init__(layer)
         self.out_shape = layer.out_shape
+        self.layer = layer
 
     def forward(self, x, outs=None):
+        if self.training and self.truth is not None and self.type == "cost":
+            from .train.heads import cost_terms
+            err = cost_terms(self.layer, x.detach().cpu().numpy().reshape(x.shape[0], -1), self.truth)[1]
+            return torch.from_numpy(err).to(x.device).view((x.shape[0],) + tuple(self.out_shape))
         return x.new_zeros((x.shape[0],) + tuple(self.out_shape))
 
 
@@ -558,10 +617,31 @@ class Crop(DarknetModule):
         return y if self.noadjust else y * 2 - 1
 
 
-@register("dropout", "empty")
+@register("empty")
 class Identity(DarknetModule):
     def forward(self, x, outs=None):
         return x
+
+
+@register("dropout")
+class Dropout(Identity):
+    """Identity at inference; in training Darknet's ``forward_dropout_layer``: zero with ``probability``,
+    scale the rest by 1/(1 - probability) (the same mask on the delta)."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.probability = layer.section.get_float("probability", 0.5)
+        self.where = (layer.section.path, layer.section.line)
+        if layer.section.get_int("dropblock", 0):
+            self.probability = None        # DropBlock: GPU only in Darknet; refused in training
+
+    def forward(self, x, outs=None):
+        if not self.training:
+            return x
+        if self.probability is None:
+            raise CfgError("[dropout] dropblock=1 is not supported in training (Darknet runs it on GPUs only)",
+                           *self.where)
+        return F.dropout(x, self.probability, training=True)
 
 
 @register("normalization")
@@ -589,8 +669,12 @@ class LRN(DarknetModule):
 
 @register("batchnorm")
 class BatchNorm(DarknetModule):
+    """Standalone [batchnorm]. Its training backward *copies* its delta over the previous layer's (also on the
+    GPU: ``backward_batchnorm_layer_gpu``), which ``Darknet._run`` reproduces by giving the previous layer's other
+    consumers a detached output."""
+
     def forward(self, x, outs=None):
-        return batchnorm(x, self.rolling_mean, self.rolling_variance, self.scales, self.biases)
+        return batchnorm(x, self.rolling_mean, self.rolling_variance, self.scales, self.biases, self.training)
 
 
 @register("activation")
@@ -625,5 +709,3 @@ class NotRunnable(DarknetModule):
 def build_module(layer: Layer) -> DarknetModule:
     return BUILDERS[layer.type](layer)
 
-
-from . import recurrent  # noqa: E402,F401  (registers rnn, crnn, gru, lstm, conv_lstm)

@@ -14,24 +14,21 @@ result.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 _enabled = os.environ.get("DARKNET_PRN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
-_module = None
-_tried = False
 
 
+@functools.lru_cache(maxsize=None)
 def _load():
-    global _module, _tried
-    if not _tried:
-        _tried = True
-        try:
-            import torch  # noqa: F401 -- first, so that the extension shares torch's OpenMP runtime and threads
-            from . import _native
-            _module = _native
-        except ImportError:
-            _module = None
-    return _module
+    """The extension, imported once (None when it was not built)."""
+    try:
+        import torch  # noqa: F401 -- first, so that the extension shares torch's OpenMP runtime and threads
+        from . import _native
+        return _native
+    except ImportError:
+        return None
 
 
 def module():

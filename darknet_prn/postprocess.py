@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import letterbox_size
+from .heads import layout_of
+
 F32 = np.float32
 
 
@@ -83,71 +86,56 @@ def _logistic(x: np.ndarray) -> np.ndarray:
 # heads
 
 
+def _decode_yolo_family(out, kind: str, p: dict, net_w: int, net_h: int, thresh: float) -> Detections:
+    out = _np(out)
+    lay = layout_of(kind, p)
+    n, o = lay.anchors, lay.offsets
+    _, h, w = out.shape
+    a = out.reshape(n, lay.per, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, lay.per)
+    keep = np.nonzero(a[:, o["obj"]] > F32(thresh))[0]          # strict: NaN and <= thresh dropped
+    if keep.size == 0:
+        return Detections.empty(lay.classes)
+    a = a[keep]
+    cell, anchor = keep // n, keep % n
+    col, row = (cell % w).astype(F32), (cell // w).astype(F32)
+    awh = np.asarray(lay.anchor_wh, dtype=F32).reshape(-1, 2)[anchor]
+    aw, ah = awh[:, 0], awh[:, 1]
+    tx, ty, tw, th, obj = (a[:, o[f]] for f in ("x", "y", "w", "h", "obj"))
+    bx = (col + tx) / F32(w)
+    by = (row + ty) / F32(h)
+    if kind == "yolo" and int(p.get("new_coords", 0)):
+        bw = tw * tw * F32(4) * aw / F32(net_w)
+        bh = th * th * F32(4) * ah / F32(net_h)
+    else:
+        with np.errstate(over="ignore"):
+            bw = (np.exp(tw.astype(np.float64)) * aw.astype(np.float64) / net_w).astype(F32)
+            bh = (np.exp(th.astype(np.float64)) * ah.astype(np.float64) / net_h).astype(F32)
+    prob = obj[:, None] * a[:, o["cls"]:]
+    if kind == "gaussian_yolo":
+        point = str(p.get("yolo_point", "center")).lower()
+        if point == "left_top":
+            bx, by = bx + bw / F32(2), by + bh / F32(2)
+        elif point == "right_bottom":
+            bx, by = bx - bw / F32(2), by - bh / F32(2)
+        uc = (a[:, o["sx"]].astype(np.float64) + a[:, o["sy"]] + a[:, o["sw"]] + a[:, o["sh"]]) / 4.0
+        prob = (prob.astype(np.float64) * (1.0 - uc)[:, None]).astype(F32)
+    return Detections(np.stack([bx, by, bw, bh], 1).astype(F32), obj.astype(F32), _thresholded(prob, thresh))
+
+
 def decode_yolo(out, p: dict, net_w: int, net_h: int, thresh: float) -> Detections:
-    """``get_yolo_detections`` (before ``correct_yolo_boxes``) for one image.
+    """``get_yolo_detections`` (before ``correct_yolo_boxes``) for one image: cells row-major, then anchors,
+    those with objectness ``> thresh``.
 
     ``out``: the layer output ``(n_mask*(5+C), H, W)`` with logistic (unless ``new_coords``) and ``scale_x_y``
     already applied, as Darknet's ``l.output``.
     """
-    out = _np(out)
-    classes, mask = int(p["classes"]), list(p["mask"])
-    n = len(mask)
-    _, h, w = out.shape
-    a = out.reshape(n, 5 + classes, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, 5 + classes)
-    obj = a[:, 4]
-    keep = np.nonzero(obj > F32(thresh))[0]          # strict: NaN and <= thresh dropped
-    if keep.size == 0:
-        return Detections.empty(classes)
-    a = a[keep]
-    cell, anchor = keep // n, keep % n
-    col, row = (cell % w).astype(F32), (cell // w).astype(F32)
-    anchors = np.asarray(p["anchors"], dtype=F32).reshape(-1, 2)
-    aw = anchors[np.asarray(mask)[anchor], 0]
-    ah = anchors[np.asarray(mask)[anchor], 1]
-    bx = (col + a[:, 0]) / F32(w)
-    by = (row + a[:, 1]) / F32(h)
-    if int(p.get("new_coords", 0)):
-        bw = a[:, 2] * a[:, 2] * F32(4) * aw / F32(net_w)
-        bh = a[:, 3] * a[:, 3] * F32(4) * ah / F32(net_h)
-    else:
-        with np.errstate(over="ignore"):
-            bw = (np.exp(a[:, 2].astype(np.float64)) * aw.astype(np.float64) / net_w).astype(F32)
-            bh = (np.exp(a[:, 3].astype(np.float64)) * ah.astype(np.float64) / net_h).astype(F32)
-    obj = a[:, 4]
-    probs = _thresholded(obj[:, None] * a[:, 5:], thresh)
-    return Detections(np.stack([bx, by, bw, bh], 1).astype(F32), obj.astype(F32), probs)
+    return _decode_yolo_family(out, "yolo", p, net_w, net_h, thresh)
 
 
 def decode_gaussian_yolo(out, p: dict, net_w: int, net_h: int, thresh: float) -> Detections:
     """``get_gaussian_yolo_detections`` (before box correction): ``(n*(9+C), H, W)`` with channels
     ``[x, σx, y, σy, w, σw, h, σh, obj, cls...]``; ``prob = obj·cls·(1 − mean σ)``; ``yolo_point`` offsets."""
-    out = _np(out)
-    classes, mask = int(p["classes"]), list(p["mask"])
-    n = len(mask)
-    _, h, w = out.shape
-    a = out.reshape(n, 9 + classes, h, w).transpose(2, 3, 0, 1).reshape(h * w * n, 9 + classes)
-    keep = np.nonzero(a[:, 8] > F32(thresh))[0]
-    if keep.size == 0:
-        return Detections.empty(classes)
-    a = a[keep]
-    cell, anchor = keep // n, keep % n
-    col, row = (cell % w).astype(F32), (cell // w).astype(F32)
-    anchors = np.asarray(p["anchors"], dtype=F32).reshape(-1, 2)
-    m = np.asarray(mask)[anchor]
-    with np.errstate(over="ignore"):
-        bw = (np.exp(a[:, 4].astype(np.float64)) * anchors[m, 0].astype(np.float64) / net_w).astype(F32)
-        bh = (np.exp(a[:, 6].astype(np.float64)) * anchors[m, 1].astype(np.float64) / net_h).astype(F32)
-    bx = (col + a[:, 0]) / F32(w)
-    by = (row + a[:, 2]) / F32(h)
-    point = str(p.get("yolo_point", "center")).lower()
-    if point == "left_top":
-        bx, by = bx + bw / F32(2), by + bh / F32(2)
-    elif point == "right_bottom":
-        bx, by = bx - bw / F32(2), by - bh / F32(2)
-    obj = a[:, 8]
-    uc = (a[:, 1].astype(np.float64) + a[:, 3] + a[:, 5] + a[:, 7]) / 4.0
-    prob = ((obj[:, None] * a[:, 9:]).astype(np.float64) * (1.0 - uc)[:, None]).astype(F32)
-    return Detections(np.stack([bx, by, bw, bh], 1).astype(F32), obj.astype(F32), _thresholded(prob, thresh))
+    return _decode_yolo_family(out, "gaussian_yolo", p, net_w, net_h, thresh)
 
 
 def decode_region(out, p: dict, thresh: float, hier: float = 0.5) -> Detections:
@@ -229,10 +217,7 @@ def correct_yolo_boxes(boxes: np.ndarray, im_w: int, im_h: int, net_w: int, net_
     boxes = np.asarray(boxes, dtype=F32)
     if not letter or len(boxes) == 0:
         return boxes.copy()
-    if F32(net_w) / F32(im_w) < F32(net_h) / F32(im_h):
-        new_w, new_h = net_w, (im_h * net_w) // im_w
-    else:
-        new_w, new_h = (im_w * net_h) // im_h, net_h
+    new_w, new_h = letterbox_size(im_w, im_h, net_w, net_h)
     b = boxes.astype(np.float64)
     sx = float(F32(new_w) / F32(net_w))
     sy = float(F32(new_h) / F32(net_h))
@@ -275,20 +260,24 @@ def get_network_boxes(heads, layers, im_w: int, im_h: int, net_w: int, net_h: in
 # NMS
 
 
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Darknet's ``box_iou`` (centre format, float32, 0 when I or U is 0) of every box in ``a`` (m, 4) against
-    every box in ``b`` (k, 4) -> (m, k). Symmetric, and element-wise identical to the scalar C function."""
+def _pair_span(a: np.ndarray, b: np.ndarray, inner: bool):
+    """Width and height of the intersection (``inner``) or of the smallest enclosing box of every pair of the
+    centre-format boxes ``a`` (as a column) and ``b`` (as a row), in float32 as Darknet's ``overlap``."""
     two = F32(2)
     ax, ay, aw, ah = (a[:, i:i + 1] for i in range(4))
     bx, by, bw, bh = (b[None, :, i] for i in range(4))
-    left = np.maximum(ax - aw / two, bx - bw / two)
-    right = np.minimum(ax + aw / two, bx + bw / two)
-    top = np.maximum(ay - ah / two, by - bh / two)
-    bot = np.minimum(ay + ah / two, by + bh / two)
-    w = right - left
-    h = bot - top
+    lo, hi = (np.maximum, np.minimum) if inner else (np.minimum, np.maximum)
+    w = hi(ax + aw / two, bx + bw / two) - lo(ax - aw / two, bx - bw / two)
+    h = hi(ay + ah / two, by + bh / two) - lo(ay - ah / two, by - bh / two)
+    return w, h
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Darknet's ``box_iou`` (centre format, float32, 0 when I or U is 0) of every box in ``a`` (m, 4) against
+    every box in ``b`` (k, 4) -> (m, k). Symmetric, and element-wise identical to the scalar C function."""
+    w, h = _pair_span(a, b, inner=True)
     inter = np.where((w < 0) | (h < 0), F32(0), w * h).astype(F32)
-    union = (aw * ah + bw * bh) - inter
+    union = (a[:, 2:3] * a[:, 3:4] + b[None, :, 2] * b[None, :, 3]) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where((inter == 0) | (union == 0), F32(0), inter / union)
     return iou.astype(F32)
@@ -296,17 +285,10 @@ def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _pair_diou(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
     """Darknet's ``box_diou`` / ``box_diounms``: ``IoU − (d²/c²)^beta`` for every pair -> (m, k)."""
-    two = F32(2)
-    ax, ay, aw, ah = (a[:, i:i + 1] for i in range(4))
-    bx, by, bw, bh = (b[None, :, i] for i in range(4))
-    top = np.minimum(ay - ah / two, by - bh / two)
-    bot = np.maximum(ay + ah / two, by + bh / two)
-    left = np.minimum(ax - aw / two, bx - bw / two)
-    right = np.maximum(ax + aw / two, bx + bw / two)
-    w = right - left
-    h = bot - top
+    w, h = _pair_span(a, b, inner=False)
     c = w * w + h * h
     iou = _pair_iou(a, b)
+    ax, ay, bx, by = a[:, 0:1], a[:, 1:2], b[None, :, 0], b[None, :, 1]
     d = (ax - bx) * (ax - bx) + (ay - by) * (ay - by)
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.power((d / c).astype(np.float64), float(beta)).astype(F32)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import DarknetError
 from .fileio import read_input
+from .geometry import letterbox_paste, letterbox_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm",
                     ".pnm", ".sr", ".ras", ".pxm", ".pic", ".hdr", ".exr", ".gif", ".tga")
@@ -164,25 +165,15 @@ def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
     return out.astype(f32, copy=False)
 
 
-def letterbox_size(w: int, h: int, net_w: int, net_h: int) -> tuple:
-    """Darknet's ``(new_w, new_h)`` for letterboxing a ``w`` x ``h`` image into ``net_w`` x ``net_h`` (C ints)."""
-    if np.float32(net_w) / np.float32(w) < np.float32(net_h) / np.float32(h):
-        return net_w, (h * net_w) // w
-    return (w * net_h) // h, net_h
-
-
 def letterbox_image(im: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
     """Darknet's ``letterbox_image``: resize keeping the aspect ratio, paste centred on a 0.5 canvas."""
     ih, iw = im.shape[:2]
     new_w, new_h = letterbox_size(iw, ih, net_w, net_h)
     resized = resize_image(im, new_w, new_h)
     out = np.full((net_h, net_w, im.shape[2]), 0.5, dtype=np.float32)
-    dx, dy = (net_w - new_w) // 2, (net_h - new_h) // 2
-    # embed_image: only the part that falls inside the canvas
-    x0, y0 = max(dx, 0), max(dy, 0)
-    x1, y1 = min(dx + new_w, net_w), min(dy + new_h, net_h)
-    if x1 > x0 and y1 > y0:
-        out[y0:y1, x0:x1] = resized[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    box = letterbox_paste(new_w, new_h, net_w, net_h)     # embed_image: the part that falls inside the canvas
+    if box is not None:
+        out[box[0], box[1]] = resized[box[2], box[3]]
     return out
 
 
@@ -268,9 +259,7 @@ def prepare(img_u8: np.ndarray, net_w: int, net_h: int, letterbox: bool = False,
         return resize_u8_chw(img, net_w, net_h, bgr=bgr)
     resized = resize_u8_chw(img, new_w, new_h, bgr=bgr)
     out = np.full((3, net_h, net_w), 0.5, dtype=np.float32)
-    dx, dy = (net_w - new_w) // 2, (net_h - new_h) // 2
-    x0, y0 = max(dx, 0), max(dy, 0)
-    x1, y1 = min(dx + new_w, net_w), min(dy + new_h, net_h)
-    if x1 > x0 and y1 > y0:
-        out[:, y0:y1, x0:x1] = resized[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    box = letterbox_paste(new_w, new_h, net_w, net_h)
+    if box is not None:
+        out[:, box[0], box[1]] = resized[:, box[2], box[3]]
     return out

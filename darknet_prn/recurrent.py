@@ -28,8 +28,6 @@ include.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +45,8 @@ class _Recurrent(modules.DarknetModule):
         self.out_shape = tuple(layer.out_shape)
         self.in_shape = tuple(layer.in_shape)
         self.where = (layer.section.path, layer.section.line, layer.section.name)
+        self.bn = any(a.name.endswith(".scales") for a in layer.arrays)     # batch_normalize=1 (every sub-layer)
+        self.outputs = self.out_shape[0]
         self._state = {}
 
     def reset_state(self):
@@ -76,6 +76,10 @@ class _Recurrent(modules.DarknetModule):
         y = y + getattr(self, prefix + "_biases")
         return activate(y, act)
 
+    def _gate(self, a, x, b, s):
+        """The sum of connected sub-layer ``a`` on the input ``x`` and sub-layer ``b`` on the state ``s``."""
+        return self._connected(a, x) + self._connected(b, s)
+
     def _setup_conv(self, layer):
         """Geometry of the convolutional sub-layers ([crnn], [conv_lstm]): all share size/stride/pad/dilation/groups,
         the layer's activation and BN."""
@@ -87,10 +91,6 @@ class _Recurrent(modules.DarknetModule):
         if h < 1 or w < 1:
             c, h, w = c * max(h, 1) * max(w, 1), 1, 1
         self.chw = (c, h, w)
-        oh, ow = self.out_shape[1:]
-        self._geom = SimpleNamespace(p=dict(dilation=p["dilation"], padding=p["padding"], conv_out=(oh, ow),
-                                            size=p["size"], stride_y=p["stride"], stride_x=p["stride"],
-                                            groups=p["groups"]))
 
     def _check_conv(self):
         c, h, w = self.chw
@@ -105,7 +105,9 @@ class _Recurrent(modules.DarknetModule):
         """forward_convolutional_layer of sub-layer ``prefix`` (BN unfused, as Darknet: only top-level
         [convolutional] layers are fused)."""
         g = lambda n: getattr(self, prefix + "_" + n)     # noqa: E731
-        y = modules.Convolutional.conv(self._geom, x, g("weights"))
+        p = self.p
+        y = modules.window_conv(x, g("weights"), p["pads"], (p["stride"], p["stride"]), p["dilation"], p["groups"],
+                                p["conv_out"])
         if self.bn:
             y = modules.batchnorm(y, g("rolling_mean"), g("rolling_variance"), g("scales"), g("biases"))
         else:
@@ -115,10 +117,6 @@ class _Recurrent(modules.DarknetModule):
     def _fail(self, why):
         path, line, name = self.where
         raise CfgError(f"[{name}] {why}", path, line)
-
-
-def _bn_flag(layer, arrays_prefix):
-    return any(a.name == arrays_prefix + ".scales" for a in layer.arrays)
 
 
 @modules.register("rnn")
@@ -134,7 +132,6 @@ class RNN(_Recurrent):
     def __init__(self, layer):
         super().__init__(layer)
         sec = layer.section
-        self.bn = _bn_flag(layer, "input_layer")
         self.act = layer.p["activation"]
         log = sec.get_int("logistic", 0)
         self.self_act = "loggy" if log == 2 else ("logistic" if log == 1 else self.act)
@@ -164,18 +161,13 @@ class GRU(_Recurrent):
         out = state = z * state + (1 - z) * h              # weighted_sum_cpu(state, h, z)
     """
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.bn = _bn_flag(layer, "input_z")
-        self.outputs = self.out_shape[0]
-
     def forward(self, x, outs=None):
         n = x.shape[0]
         x = x.reshape(n, -1)
         state = self._get("state", (n, self.outputs), x)
-        z = torch.sigmoid(self._connected("input_z", x) + self._connected("state_z", state))
-        r = torch.sigmoid(self._connected("input_r", x) + self._connected("state_r", state))
-        h = torch.sigmoid(self._connected("input_h", x) + self._connected("state_h", r * state))
+        z = torch.sigmoid(self._gate("input_z", x, "state_z", state))
+        r = torch.sigmoid(self._gate("input_r", x, "state_r", state))
+        h = torch.sigmoid(self._gate("input_h", x, "state_h", r * state))
         out = z * state + (1 - z) * h
         self._put(state=out)
         return out.view(n, -1, 1, 1)
@@ -190,21 +182,14 @@ class LSTM(_Recurrent):
         c = f * c + i * g;            out = h = o * tanh(c)
     """
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.bn = _bn_flag(layer, "wf")
-        self.outputs = self.out_shape[0]
-
     def forward(self, x, outs=None):
         n = x.shape[0]
         x = x.reshape(n, -1)
-        shape = (n, self.outputs)
-        h = self._get("h", shape, x)
-        c = self._get("c", shape, x)
-        f = torch.sigmoid(self._connected("wf", h) + self._connected("uf", x))
-        i = torch.sigmoid(self._connected("wi", h) + self._connected("ui", x))
-        g = torch.tanh(self._connected("wg", h) + self._connected("ug", x))
-        o = torch.sigmoid(self._connected("wo", h) + self._connected("uo", x))
+        h, c = self._get("h", (n, self.outputs), x), self._get("c", (n, self.outputs), x)
+        f = torch.sigmoid(self._gate("wf", h, "uf", x))
+        i = torch.sigmoid(self._gate("wi", h, "ui", x))
+        g = torch.tanh(self._gate("wg", h, "ug", x))
+        o = torch.sigmoid(self._gate("wo", h, "uo", x))
         c = f * c + i * g
         h = o * torch.tanh(c)
         self._put(h=h, c=c)
@@ -272,7 +257,6 @@ class ConvLSTM(_Recurrent):
         self.peephole = sec.get_int("peephole", 0)
         self.bottleneck = sec.get_int("bottleneck", 0)
         self.state_constrain = sec.get_int("state_constrain", 32)
-        self.outputs = self.out_shape[0]
 
     def forward(self, x, outs=None):
         c_in, h_in, w_in = self.chw

@@ -16,17 +16,20 @@ import numpy as np
 from . import coco
 from .dataset import DataConfig, read_list
 from .errors import DarknetError
-from .evaluation import EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, _check_common, _common, _make_detector, run_detector
+from .evaluation import (EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, _check_common, _common, _make_detector,
+                         run_detector)
 from .fileio import atomic_write
 
 
 def coco_results(det, paths, batch_size: int = 1, progress=None) -> tuple:
-    """``print_cocos`` rows for every image -> (rows, names without a COCO number)."""
-    rows, unnumbered = [], []
+    """``print_cocos`` rows for every image -> (rows, names without a COCO number, unreadable images' errors:
+    skipped)."""
+    rows, unnumbered, unreadable = [], [], []
     F32 = np.float32
     for path, w, h, dets, err in run_detector(det, paths, batch_size, progress, desc="valid"):
         if err is not None:
-            raise err
+            unreadable.append(str(err))
+            continue
         image_id = coco.coco_image_id(path)
         if image_id is None:
             image_id = coco.basecfg(path)
@@ -41,7 +44,7 @@ def coco_results(det, paths, batch_size: int = 1, progress=None) -> tuple:
             for j in np.flatnonzero(dets.probs[i, :det.classes] > 0):
                 rows.append(coco.result_row(image_id, int(j), det.classes, xywh,
                                             round(float(dets.probs[i, j]), 6)))
-    return rows, unnumbered
+    return rows, unnumbered, unreadable
 
 
 def coco_eval(ann_path, results, image_ids=None) -> list:
@@ -111,7 +114,10 @@ def run(args) -> int:
         raise DarknetError("the list of validation images is empty", dc.valid)
     det = _make_detector(args.cfg, args.weights, dc.file("names", required=False), VALID_THRESH, VALID_NMS,
                          VALID_HIER, None, args.device, args.backend, args.threads)
-    rows, unnumbered = coco_results(det, images, args.batch_size)
+    rows, unnumbered, unreadable = coco_results(det, images, args.batch_size)
+    if unreadable:
+        print(f"darknet-prn valid: warning: {len(unreadable)} of {len(images)} images could not be read and are "
+              f"skipped; first: {unreadable[0]}", file=sys.stderr)
     if unnumbered:
         print(f"darknet-prn valid: warning: {len(unnumbered)} image names carry no COCO number (e.g. "
               f"{unnumbered[0]}): their image_id is the name", file=sys.stderr)

@@ -34,6 +34,11 @@ class Header:
         return self.major > 1000 or self.minor > 1000
 
     @classmethod
+    def darknet(cls, seen: int) -> "Header":
+        """The header Darknet's ``save_weights`` writes: version 0.2.5 and a 64-bit ``seen``."""
+        return cls(0, 2, 5, seen, struct.pack("<iiiQ", 0, 2, 5, seen))
+
+    @classmethod
     def parse(cls, data: bytes, path: str) -> "Header":
         if len(data) < 12:
             raise WeightsError(f"too short for a .weights header ({len(data)} bytes)", path)

@@ -44,13 +44,11 @@ def _package_imports():
     return {p.stem: _imports(p) for p in PKG.glob("*.py")}
 
 
-@pytest.mark.xfail(strict=True, reason="fast/export import modules._window_pads until geometry.py lands")
 def test_no_module_imports_a_private_name_of_another():
     bad = {name: private for name, (_, private) in _package_imports().items() if private}
     assert not bad
 
 
-@pytest.mark.xfail(strict=True, reason="model<->export and modules<->recurrent until they are broken")
 def test_no_import_circles():
     """Every relative import, top-level or deferred inside a function, counts: a circle is a circle either way."""
     deps = {name: mods - {name} for name, (mods, _) in _package_imports().items()}
@@ -72,3 +70,31 @@ def test_no_import_circles():
     for n in sorted(deps):
         visit(n, [])
     assert not cycles
+
+
+def test_every_parsed_activation_has_each_form():
+    from darknet_prn import activations
+    parsed = set(graph.ACTIVATIONS) - set(graph.ACTIVATION_ALIASES)
+    assert parsed == set(activations.TABLE)
+    import torch
+    x = torch.linspace(-30, 30, 600).view(1, 3, -1, 1)
+    for name, form in activations.TABLE.items():
+        ref = form.ref(x)
+        for variant in (activations.activate_inplace(x.clone(), name), activations.onnx_activate(x, name)):
+            torch.testing.assert_close(variant, ref, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_activation_table_check_names_the_missing_entry(monkeypatch):
+    from darknet_prn import activations
+    monkeypatch.setattr(activations, "ACTIVATIONS", tuple(graph.ACTIVATIONS) + ("softsign",))
+    with pytest.raises(ImportError, match=r"missing \['softsign'\]"):
+        activations._check_table()
+
+
+def test_unknown_activation_warns_and_runs_as_darknet_does():
+    """Darknet's get_activation falls back to relu, printing a message: we warn with the cfg's file:line."""
+    from darknet_prn.cfg import CfgWarning
+    with pytest.warns(CfgWarning, match=r"t\.cfg:6: unknown activation 'softsign', Darknet uses relu"):
+        net = graph.network_from_text("[net]\nwidth=4\nheight=4\nchannels=1\n[convolutional]\nactivation=softsign\n",
+                                      path="t.cfg")
+    assert net.layers[0].p["activation"] == "relu"

@@ -128,7 +128,7 @@ def test_read_labels_errors(tmp_path, text, msg):
 
 def test_read_labels_outside_unit_range_warns_and_keeps(tmp_path):
     p = tmp_path / "l.txt"
-    p.write_text("0 0.5 0.5 0.1 0.1\n1 1.2 0.5 0.1 0.1\r\n2 0.5 0.5 0 1.5\n")
+    p.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.1 0.1\n1 1.2 0.5 0.1 0.1\r\n2 0.5 0.5 0 1.5\n")   # BOM, CRLF
     with pytest.warns(LabelWarning, match=r"l\.txt:2: x=1\.2 outside \(0, 1\] \(and 1 more line\); kept as written"):
         lab = read_labels(p, classes=3)
     assert lab.shape == (3, 5) and lab[1, 1] == np.float32(1.2) and lab[2, 4] == np.float32(1.5)

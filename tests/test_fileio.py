@@ -152,13 +152,13 @@ def test_detect_outputs_never_follow_planted_symlinks(small_net, tmp_path, capsy
     (out / "dog.jpg").symlink_to(victims["img"])
     (tmp_path / "x.json").symlink_to(victims["json"])
     (tmp_path / "x.json.part").symlink_to(victims["part"])      # the old writer's temporary name
-    rc, _, err = run_cli([d / "tiny.cfg", d / "tiny.weights", d / "dog.jpg", "--out", out,
+    rc, _, err = run_cli([d / "tiny.cfg", d / "tiny.weights", d / "dog.jpg", "--out", out, "--exist-ok",
                           "--json", tmp_path / "x.json"], capsys)
     assert rc == 0, err
     assert all(v.read_bytes() == b"precious" for v in victims.values())
     assert (out / "dog.jpg").read_bytes()[:2] == b"\xff\xd8" and not (out / "dog.jpg").is_symlink()
     assert (tmp_path / "x.json").read_text().startswith("[")
-    # --json to a directory: a one-line error, no temporary left
+    # --json to a directory: refused before inference (a one-line error naming the option), no temporary left
     rc, _, err = run_cli([d / "tiny.cfg", d / "tiny.weights", d / "dog.jpg", "--no-save", "--json", out], capsys)
-    assert rc == 1 and "cannot write the JSON file: is a directory" in err and "Traceback" not in err
+    assert rc == 2 and "--json:" in err and "is a directory" in err and "Traceback" not in err
     assert _temps(out) == [] and _temps(tmp_path) == ["x.json.part"]

@@ -71,10 +71,15 @@ def run_cli(args, capsys):
                                      for v in VARIANTS])
 def test_cli_matches_darknet(real_tiny, variant, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(MAP)
+    plot = ["--plot", tmp_path / "plots"] if variant == "default" else []
     rc, out, err = run_cli(["map", "coco6.data", "yolov3-tiny.cfg", real_tiny["weights"], *VARIANTS[variant],
-                            "--json", tmp_path / "m.json"], capsys)
+                            "--json", tmp_path / "m.json", *plot], capsys)
     assert rc == 0, err
     assert out.splitlines() == darknet_report(variant)
+    if plot:
+        for name in ("pr_curves.png", "ap_per_class.png", "confusion_matrix.png"):
+            data = (tmp_path / "plots" / name).read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000, name
     j = json.loads((tmp_path / "m.json").read_text())
     assert j["unique_truth_count"] == 28 and len(j["classes"]) == 80 and j["detections_count"] == 174
 
@@ -148,3 +153,24 @@ def test_missing_images_and_labels_are_counted(real_tiny, tmp_path, capsys, monk
     # the eagle's labels stay in the truth count (Darknet's blank image), the kite's are gone
     kite = len((MAP / "data" / "kite.txt").read_text().strip().splitlines())
     assert f"unique_truth_count = {28 - kite}  " in out
+
+
+def test_confusion_matrix_counts(collected):
+    from darknet_prn.metrics import confusion_matrix
+    C = collected.classes
+    m = confusion_matrix([(im.boxes, im.dense(C), im.truths) for im in collected.images], C, 0.25, 0.5)
+    r = collected.score()
+    assert m[:C].sum() == r.unique_truth_count == 28            # every label once: matched or missed
+    assert m[:, :C].sum() == r.tp + r.fp == 24                  # every detection above 0.25 once
+    assert m[16, 16] == 3 and m[17, 17] == 5                    # dogs, horses found
+
+
+def test_difficult_detections_leave_the_ranking():
+    """Darknet's `difficult=`: a detection without a truth that matches a difficult label is dropped from the AP
+    ranking (detections_count) -- but still counted as FP at --thresh, as Darknet counts it."""
+    acc = MapAccumulator(classes=1)
+    boxes = np.array([[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1]], np.float32)
+    acc.add(boxes, np.array([[0.9], [0.8]], np.float32), np.array([[0, 0.2, 0.2, 0.1, 0.1]], np.float32),
+            difficult=np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32))
+    r = acc.result(0)
+    assert r.detections_count == 1 and r.classes[0].ap == 1.0 and (r.tp, r.fp) == (1, 1)
