@@ -132,15 +132,17 @@ def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
 
 
 @needs_training
-def test_bad_label_is_one_line(tiny_data, tmp_path):
+def test_bad_label_is_one_line(tiny_data, tmp_path, capsys):
+    from darknet_prn.cli import main
     root, data = tiny_data
     lab = sorted((root / "labels").iterdir())[0]
     text = lab.read_text()
     try:
         lab.write_text(text + "7 0.5 0.5 0.1 0.1\n")
-        r = _train(data, TINY, "--workers", "1", "--max-batches", "1", "--backup", str(tmp_path))
-        assert r.returncode == 2
-        assert r.stderr.count("\n") == 1 and f"{lab}:" in r.stderr and "class id 7" in r.stderr
+        assert main(["train", data, TINY, "--workers", "1", "--max-batches", "1", "--backup", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{lab}:" in err and "class id 7" in err
+        assert not list(tmp_path.iterdir())          # nothing written
     finally:
         lab.write_text(text)
 
