@@ -298,3 +298,36 @@ def test_augment_cli(tiny_data, tmp_path, capsys):
     assert img.shape == (2 * 68, 2 * 68, 3)      # 2x2 tiles of 64 px + 4 px borders
     assert main(["augment", data, TINY, "-n", "4", "-o", str(tmp_path / "g.xyz")]) == 2
     assert "cannot encode" in capsys.readouterr().err
+
+
+def test_size_schedule_blocks_of_ten():
+    from darknet_prn.train.augment import AugmentParams
+    from darknet_prn.train.loader import size_schedule
+    p = AugmentParams.from_cfg("cfg/yolov3-tiny-prn.cfg")
+    g = size_schedule(0, p, 0, 1000)
+    s = [next(g) for _ in range(1000)]
+    assert s[0] == (608, 608) and all(wh == (608, 608) for wh in s[910:])        # first and last 100: largest
+    assert all(s[i] == s[i - i % 10] for i in range(1000))                         # a new size every 10
+    assert {w for w, _ in s} <= set(range(320, 609, 32)) and len({w for w, _ in s}) > 5
+    # a resumed run draws the sizes of an uninterrupted one (except its first block, the largest)
+    g2 = size_schedule(0, p, 500, 1000)
+    assert [next(g2) for _ in range(100)][10:] == s[510:600]
+    p.random = 0
+    assert next(size_schedule(0, p, 0, 1000)) == (416, 416)
+
+
+@pytest.mark.slow
+def test_logger_csv_chart_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from darknet_prn.train.trainer import Logger
+    log = Logger(str(tmp_path), "m", str(tmp_path / "tb"), resume=False)
+    for i in range(1, 4):
+        log.add({"iteration": i, "loss": 10.0 / i, "avg_loss": 10.0 / i, "rate": 1e-3, "seconds": 0.1,
+                 "load_seconds": 0.0, "images": 4 * i, "width": 64, "height": 64, "map": 0.5 if i == 3 else None})
+    log.flush(10, "m")
+    rows = (tmp_path / "m_log.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[3].endswith(",0.5") and rows[1].endswith(",")
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    again = Logger(str(tmp_path), "m", None, resume=True)
+    assert [r["iteration"] for r in again.rows] == [1, 2, 3] and again.rows[2]["map"] == 0.5
