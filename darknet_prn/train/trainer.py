@@ -16,7 +16,8 @@ images (BN statistics as on one process) and the ``subdivisions`` mini-batches a
 processes (``subdivisions/N`` each; when ``subdivisions`` is not a multiple of N, every process runs all
 ``subdivisions`` with ``batch/subdivisions/N`` images). DDP's gradient mean is turned back into Darknet's sum,
 so learning rate, ``burn_in`` and the schedule need no change: N processes compute the step one process
-computes (BN running statistics are rank 0's, broadcast by DDP; ``--sync-bn`` uses SyncBatchNorm on GPUs)."""
+computes. BN running statistics are rank 0's (broadcast by DDP). No SyncBatchNorm: each forward already
+sees the mini-batch one process would (and the model's batch-norm is functional, not ``nn.BatchNorm2d``)."""
 from __future__ import annotations
 
 import contextlib
@@ -270,7 +271,6 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="data order and augmentation seed (default 0)")
     parser.add_argument("--map-every", type=int, help="iterations between mAP runs (Darknet: max(100, 1 epoch))")
     parser.add_argument("--tensorboard", metavar="DIR", help="also log to TensorBoard in DIR")
-    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration lines (progress bar only)")
 
 
@@ -330,8 +330,6 @@ def run(args) -> int:
         model = _LossModule(net)
         no_sync = None
         if dist.enabled:
-            if args.sync_bn:
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dist.local_rank] if dev.startswith("cuda") else None)
             no_sync = model.no_sync
