@@ -16,7 +16,6 @@ import argparse
 import csv
 import os
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,19 +23,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_partial(cfg, weights, out, layers: int) -> int:
-    """Darknet's ``partial``: the first ``layers`` layers' arrays of ``weights`` with a fresh header
-    (version 0.2.5, seen 0). Returns the number of floats written."""
-    from darknet_prn import Darknet
-    from darknet_prn.weights import Header
-    net = Darknet.from_cfg(cfg, warn=False)
-    floats = sum(int(np.prod(s.shape)) for l in net.graph.layers[:layers] for s in l.arrays)
-    data = Path(weights).read_bytes()
-    h = Header.parse(data[:20], str(weights))
-    Path(out).write_bytes(struct.pack("<iiiQ", 0, 2, 5, 0) + data[len(h.raw):len(h.raw) + 4 * floats])
-    return floats
 
 
 def demo_cfg(size: int, iterations: int) -> str:
@@ -56,7 +42,9 @@ def map_table(log_csv) -> list:
         return [(int(float(r["iteration"])), float(r["map"])) for r in csv.DictReader(f) if r["map"]]
 
 
-def opencv_check(cfg, weights, size: int) -> float:
+def opencv_check(cfg, weights, size: int, cv_cfg=None) -> float:
+    """max |OpenCV − ours| / std over the inputs of the heads; ``cv_cfg``: the stock-Darknet form of ``cfg``
+    (``darknet-prn convert-cfg --to darknet``: OpenCV does not know ``[partial_shortcut]``)."""
     import cv2
     import torch
     from darknet_prn import Darknet
@@ -65,7 +53,7 @@ def opencv_check(cfg, weights, size: int) -> float:
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     with torch.no_grad():
         outs = [o.numpy() for o in net.layer_outputs(torch.from_numpy(x))]
-    cv = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    cv = cv2.dnn.readNetFromDarknet(str(cv_cfg or cfg), str(weights))
     cv.setInput(x)
     names = [f"conv_{i - 1}" for i in net.output_layers]
     return max(float(np.abs(ref - outs[i - 1]).max() / ref.std()) for i, ref in zip(net.output_layers, cv.forward(names)))
@@ -86,15 +74,19 @@ def main(argv=None) -> int:
     cfg = out / "prn-demo.cfg"
     cfg.write_text(demo_cfg(a.size, a.iterations))
     partial = out / "yolov3-tiny.conv.11"
-    write_partial(ROOT / "weights" / "yolov3-tiny.cfg", a.weights, partial, 11)
+    subprocess.run(py + ["partial", str(ROOT / "weights" / "yolov3-tiny.cfg"), a.weights, str(partial), "11"],
+                   check=True)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     for name, extra in (("scratch", []), ("finetune", [str(partial)])):
         subprocess.run(py + ["train", str(out / "obj.data"), str(cfg), *extra, "--map", "--workers", "1",
                              "--backup", str(out / name), "--quiet"], check=True, env=env)
     for name in ("scratch", "finetune"):
         print(name, " ".join(f"{it}: {100 * m:.1f}%" for it, m in map_table(out / name / "prn-demo_log.csv")))
-    print("OpenCV vs ours on the final scratch weights, max |diff|/std:",
-          opencv_check(cfg, out / "scratch" / "prn-demo_final.weights", a.size))
+    stock = out / "prn-demo-darknet.cfg"
+    subprocess.run(py + ["convert-cfg", str(cfg), "-o", str(stock), "--to", "darknet"], check=True)
+    for name in ("scratch", "finetune"):
+        print(f"OpenCV vs ours on the final {name} weights, max |diff|/std:",
+              opencv_check(cfg, out / name / "prn-demo_final.weights", a.size, stock))
     return 0
 
 

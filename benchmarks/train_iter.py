@@ -149,11 +149,13 @@ def main(argv=None) -> int:
     p.add_argument("--iter-reps", type=int, default=1, help="timed 416 iterations (default 1)")
     p.add_argument("--threads", type=int, default=2, help="threads for the 416 iteration (default 2)")
     p.add_argument("--pipeline-batches", type=int, default=6, help="mini-batches of 8 per loader timing")
+    p.add_argument("--no-oracle", action="store_true", help="skip the oracle cases")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     out = {}
-    print("oracle cases, one training step (1 thread):")
-    out["oracle_cases"] = bench_oracle_cases(args.reps)
+    if not args.no_oracle:
+        print("oracle cases, one training step (1 thread):")
+        out["oracle_cases"] = bench_oracle_cases(args.reps)
     print("data pipeline:")
     out["pipeline"] = bench_loader(args.pipeline_batches)
     if not args.quick:

@@ -90,15 +90,16 @@ def _train(*args, env=None):
 def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
     root, data = tiny_data
     bk = tmp_path / "bk"
-    r = _train(data, TINY, "--workers", "0", "--max-batches", "4", "--backup", str(bk))
+    r = _train(data, TINY, "--workers", "0", "--max-batches", "4", "--backup", str(bk), "--map", "--map-every", "2")
     assert r.returncode == 0, r.stderr
+    assert r.stdout.count("mean_average_precision (mAP@0.50) = ") == 2 and "New best mAP!" in r.stdout
     lines = [l for l in r.stdout.splitlines() if "avg loss" in l]
     assert [l.split(":")[0].strip() for l in lines] == ["1", "2", "3", "4"]
     assert "rate" in lines[0] and "seconds" in lines[0] and "4 images" in lines[0]
     names = sorted(os.listdir(bk))
     assert {"tiny-train_last.weights", "tiny-train_4.weights", "tiny-train_final.weights", "chart.png",
-            "tiny-train_log.csv"} <= set(names)
-    assert not [n for n in names if n.endswith(".part")]
+            "tiny-train_log.csv", "tiny-train_best.weights"} <= set(names)
+    assert not [n for n in names if n.endswith(".part") or n.startswith(".")]
     # the header counts seen images: resume continues the schedule at iteration 4
     from darknet_prn import Darknet
     net = Darknet.from_cfg(TINY)
@@ -113,6 +114,7 @@ def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
     assert r.returncode == 0 and "nothing to train" in r.stdout and "--clear" in r.stdout
     rows = open(bk / "tiny-train_log.csv").read().splitlines()
     assert rows[0].startswith("iteration,loss,avg_loss") and len(rows) == 1 + 6
+    assert rows[2].split(",")[-1] != "" and rows[1].split(",")[-1] == ""      # mAP at iteration 2
     # the trained .weights load in OpenCV 4's Darknet importer with the same head inputs as ours
     cv2 = pytest.importorskip("cv2")
     if hasattr(cv2.dnn, "readNetFromDarknet") and int(cv2.__version__.split(".")[0]) < 5:
@@ -130,15 +132,17 @@ def test_train_checkpoints_resume_and_logs(tiny_data, tmp_path):
 
 
 @needs_training
-def test_bad_label_is_one_line(tiny_data, tmp_path):
+def test_bad_label_is_one_line(tiny_data, tmp_path, capsys):
+    from darknet_prn.cli import main
     root, data = tiny_data
     lab = sorted((root / "labels").iterdir())[0]
     text = lab.read_text()
     try:
         lab.write_text(text + "7 0.5 0.5 0.1 0.1\n")
-        r = _train(data, TINY, "--workers", "1", "--max-batches", "1", "--backup", str(tmp_path))
-        assert r.returncode == 2
-        assert r.stderr.count("\n") == 1 and f"{lab}:" in r.stderr and "class id 7" in r.stderr
+        assert main(["train", data, TINY, "--workers", "1", "--max-batches", "1", "--backup", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{lab}:" in err and "class id 7" in err
+        assert not list(tmp_path.iterdir())          # nothing written
     finally:
         lab.write_text(text)
 
@@ -160,6 +164,14 @@ def test_loader_reproducible_across_workers(tiny_data):
     for (xa, ta), (xb, tb) in zip(*got):
         assert xa.shape == (2, 3, 64, 64) and ta.shape == (2, 200, 5)
         assert torch.equal(xa, xb) and torch.equal(ta, tb)
+    # an undecodable image in a worker process: one DarknetError line in the main process
+    bad = root / "JPEGImages" / "zz-bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    try:
+        with pytest.raises(DarknetError, match="zz-bad.jpg: cannot decode image"):
+            next(batches(make_loader([str(bad)], [np.zeros((0, 5), np.float32)], p, 1, 1, 1, workers=1)))
+    finally:
+        bad.unlink()
 
 
 def _ddp_worker(rank, world, port, init_weights, out, k):
@@ -272,9 +284,8 @@ def test_data_errors_are_one_line(tiny_data, tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text(f"{bad}\n")
     p, l = read_training_set(str(lst), 3, warn=False)
-    for workers in (0, 1):
-        with pytest.raises(DarknetError, match="bad.jpg: cannot decode image"):
-            next(batches(make_loader(p, l, AugmentParams.from_cfg(TINY), 1, 1, 1, workers=workers)))
+    with pytest.raises(DarknetError, match="bad.jpg: cannot decode image"):
+        next(batches(make_loader(p, l, AugmentParams.from_cfg(TINY), 1, 1, 1, workers=0)))
 
 
 def test_augment_cli(tiny_data, tmp_path, capsys):
@@ -287,3 +298,36 @@ def test_augment_cli(tiny_data, tmp_path, capsys):
     assert img.shape == (2 * 68, 2 * 68, 3)      # 2x2 tiles of 64 px + 4 px borders
     assert main(["augment", data, TINY, "-n", "4", "-o", str(tmp_path / "g.xyz")]) == 2
     assert "cannot encode" in capsys.readouterr().err
+
+
+def test_size_schedule_blocks_of_ten():
+    from darknet_prn.train.augment import AugmentParams
+    from darknet_prn.train.loader import size_schedule
+    p = AugmentParams.from_cfg("cfg/yolov3-tiny-prn.cfg")
+    g = size_schedule(0, p, 0, 1000)
+    s = [next(g) for _ in range(1000)]
+    assert s[0] == (608, 608) and all(wh == (608, 608) for wh in s[910:])        # first and last 100: largest
+    assert all(s[i] == s[i - i % 10] for i in range(1000))                         # a new size every 10
+    assert {w for w, _ in s} <= set(range(320, 609, 32)) and len({w for w, _ in s}) > 5
+    # a resumed run draws the sizes of an uninterrupted one (except its first block, the largest)
+    g2 = size_schedule(0, p, 500, 1000)
+    assert [next(g2) for _ in range(100)][10:] == s[510:600]
+    p.random = 0
+    assert next(size_schedule(0, p, 0, 1000)) == (416, 416)
+
+
+@pytest.mark.slow
+def test_logger_csv_chart_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from darknet_prn.train.trainer import Logger
+    log = Logger(str(tmp_path), "m", str(tmp_path / "tb"), resume=False)
+    for i in range(1, 4):
+        log.add({"iteration": i, "loss": 10.0 / i, "avg_loss": 10.0 / i, "rate": 1e-3, "seconds": 0.1,
+                 "load_seconds": 0.0, "images": 4 * i, "width": 64, "height": 64, "map": 0.5 if i == 3 else None})
+    log.flush(10, "m")
+    rows = (tmp_path / "m_log.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[3].endswith(",0.5") and rows[1].endswith(",")
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    again = Logger(str(tmp_path), "m", None, resume=True)
+    assert [r["iteration"] for r in again.rows] == [1, 2, 3] and again.rows[2]["map"] == 0.5

@@ -162,12 +162,12 @@ def make_loader(paths, labels, params: AugmentParams, mini: int, subdivisions: i
     one-line data error found in a worker: raise it)."""
     ds = DetectionDataset(paths, labels, params)
     sampler = TrainBatchSampler(len(paths), params, mini, subdivisions, max_batches, start, seed, world_size, rank)
-    # workers come from a fork server, not a fork of this process: a forked child inherits OpenCV's and OpenMP's
-    # thread pools in whatever state they were and can deadlock in its first cv2/torch call (seen: cv2 in
-    # pthread_cond_destroy)
+    # workers from a fork server, not fork(): a process that already ran OpenCV's or OpenMP's thread pools
+    # (cv2.dnn, torch) can deadlock in a forked child
+    import multiprocessing as mp
+    ctx = mp.get_context("forkserver") if workers and "forkserver" in mp.get_all_start_methods() else None
     return tud.DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                          worker_init_fn=_worker_init if workers else None,
-                          multiprocessing_context="forkserver" if workers else None,
+                          worker_init_fn=_worker_init if workers else None, multiprocessing_context=ctx,
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 
 

@@ -16,7 +16,8 @@ images (BN statistics as on one process) and the ``subdivisions`` mini-batches a
 processes (``subdivisions/N`` each; when ``subdivisions`` is not a multiple of N, every process runs all
 ``subdivisions`` with ``batch/subdivisions/N`` images). DDP's gradient mean is turned back into Darknet's sum,
 so learning rate, ``burn_in`` and the schedule need no change: N processes compute the step one process
-computes (BN running statistics are rank 0's, broadcast by DDP; ``--sync-bn`` uses SyncBatchNorm on GPUs)."""
+computes. BN running statistics are rank 0's (broadcast by DDP). No SyncBatchNorm: each forward already
+sees the mini-batch one process would (and the model's batch-norm is functional, not ``nn.BatchNorm2d``)."""
 from __future__ import annotations
 
 import contextlib
@@ -105,7 +106,7 @@ def truth_rows(truth: torch.Tensor) -> list:
     return out
 
 
-def train_iteration(model, opt, minibatches, world: int = 1, no_sync=None, device="cpu") -> float:
+def train_iteration(model, opt, minibatches, world: int = 1, no_sync=None, device="cpu") -> tuple:
     """One Darknet iteration: forward+backward of each mini-batch (gradients accumulate), then the update.
     Returns (Darknet's printed loss of the iteration: the mean over mini-batches of ``train_network``'s
     value, the learning rate of the update)."""
@@ -118,17 +119,12 @@ def train_iteration(model, opt, minibatches, world: int = 1, no_sync=None, devic
             loss.backward()
         losses.append(shown)
     if world > 1:           # DDP averaged the gradients over processes; Darknet sums over the batch
-        for p in opt_params(opt):
+        for p in opt.net.parameters():
             if p.grad is not None:
                 p.grad.mul_(world)
     rate = opt.step()
     opt.zero_grad()
     return float(np.mean(losses)), rate
-
-
-def opt_params(opt):
-    net = opt.net
-    return [p for p in net.parameters() if p.requires_grad]
 
 
 # --- weights ---------------------------------------------------------------------------------------------
@@ -137,31 +133,16 @@ def load_start_weights(net, path) -> str:
     """Loads ``path``; a file shorter than the cfg (Darknet's ``partial`` prefix such as ``yolov4.conv.137``)
     loads the layers that fit. Returns a one-line summary."""
     import warnings
-    from ..weights import Header, WarningLoad
-    with open_input(path, DarknetError, "weights file", "a .weights file", "weights") as f:
-        head = f.read(20)
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise DarknetError(f"cannot read weights: {e.strerror or e}", path) from None
-    header = Header.parse(head, path)
-    floats = (size - len(header.raw)) // 4
-    full = 0
-    need = 0
-    for layer in net.graph.layers:
-        n = sum(int(np.prod(s.shape)) for s in layer.arrays)
-        if need + n > floats:
-            break
-        need += n
-        if n:
-            full = layer.index + 1
+    from ..weights import WarningLoad
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WarningLoad)
-        net.load_weights(path, partial=True)
-    total = len(net.graph.layers)
-    if full >= total:
+        header = net.load_weights(path, partial=True)
+    total, done = len(net.graph.layers), int(getattr(net, "layers_loaded", len(net.graph.layers)))
+    if done >= total:
         return f"loaded {path}: all {total} layers, seen {header.seen}"
-    return f"loaded {path}: the first {full} of {total} layers (partial weights), seen {header.seen}"
+    with_weights = sum(1 for l in net.graph.layers[:done] if l.weights_floats)
+    return (f"loaded {path}: layers 0-{done - 1} of {total} ({with_weights} with weights; partial weights, "
+            f"the rest keep their initial values), seen {header.seen}")
 
 
 def resize_network(net, w: int, h: int) -> None:
@@ -266,36 +247,12 @@ class Logger:
 
 # --- mAP -------------------------------------------------------------------------------------------------
 
-class MapEvaluator:
-    """mAP@0.5 of the training network on the ``valid=`` list, as ``detector map`` computes it during
-    ``train -map`` (detections at thresh 0.005, NMS 0.45, Darknet's AP arithmetic from
-    ``darknet_prn.metrics``). A :class:`~darknet_prn.Detector` at the cfg's size gets the weights copied in."""
-
-    def __init__(self, cfg_path, data_cfg, valid_list, classes: int, device):
-        try:
-            from ..metrics import MapAccumulator
-        except ImportError:
-            raise DarknetError("--map needs darknet_prn.metrics (the evaluation module)") from None
-        from ..dataset import read_dataset, read_list
-        from ..detect import Detector
-        self.acc_cls = MapAccumulator
-        self.det = Detector(cfg_path, None, thresh=0.005, nms=0.45, data=data_cfg.path, device=device)
-        self.paths = read_list(valid_list)
-        self.labels, _ = read_dataset(self.paths, classes, warn=False)
-        self.classes = classes
-
-    def __call__(self, net) -> float:
-        self.det.net.load_state_dict(net.state_dict())
-        self.det.net.eval()
-        self.det.net.invalidate_fast_plan()
-        acc = self.acc_cls(self.classes, 0.5, 0.25)
-        for s in range(0, len(self.paths), 8):
-            imgs = [self.det.load(p) for p in self.paths[s:s + 8]]
-            per_image, _ = self.det.forward(np.stack([self.det.prepare(im) for im in imgs]))
-            for im, heads, lab in zip(imgs, per_image, self.labels[s:s + 8]):
-                dets, _ = self.det.postprocess(heads, im.shape[1], im.shape[0])
-                acc.add(dets.boxes, dets.probs, lab)
-        return float(acc.result(points=0).map)
+def map_of(net, data_path, cfg_path, tmp_weights, device) -> float:
+    """mAP@0.5 of the training network on the ``valid=`` list, as ``train -map`` computes it: the weights
+    written to ``tmp_weights`` and scored by ``darknet_prn.evaluation`` (Darknet's ``detector map``)."""
+    from ..evaluation import evaluate
+    net.save_weights(tmp_weights)
+    return float(evaluate(data_path, cfg_path, tmp_weights, device=device, progress=False).map)
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -314,7 +271,6 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="data order and augmentation seed (default 0)")
     parser.add_argument("--map-every", type=int, help="iterations between mAP runs (Darknet: max(100, 1 epoch))")
     parser.add_argument("--tensorboard", metavar="DIR", help="also log to TensorBoard in DIR")
-    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration lines (progress bar only)")
 
 
@@ -374,8 +330,6 @@ def run(args) -> int:
         model = _LossModule(net)
         no_sync = None
         if dist.enabled:
-            if args.sync_bn:
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dist.local_rank] if dev.startswith("cuda") else None)
             no_sync = model.no_sync
@@ -414,7 +368,6 @@ def _loop(args, net, opt, model, no_sync, loader, batches, dist, say, logger, da
     save_last = data.get_int("savelast", 100)
     bar = tqdm(total=max_batches, initial=start, unit="it", disable=not dist.main or not sys.stderr.isatty(),
                dynamic_ncols=True)
-    evaluator = None
     # Ctrl-C: the iteration under way finishes, _last is written, exit (a second Ctrl-C stops at once);
     # the loader's workers ignore SIGINT (loader._worker_init)
     stop = []
@@ -463,15 +416,18 @@ def _loop(args, net, opt, model, no_sync, loader, batches, dist, say, logger, da
                 iter_map = iteration
                 resize_network(net, *_init_size(net, args))
                 if dist.main:
-                    if evaluator is None:
-                        evaluator = MapEvaluator(args.cfg, data, valid, classes, dev)
-                    last_map = evaluator(net)
+                    tmp = os.path.join(backup, f".{base}_map.weights")
+                    last_map = map_of(net, args.data, args.cfg, tmp, dev)
                     row["map"] = last_map
                     say(f"\n mean_average_precision (mAP@0.50) = {last_map:f}")
                     if last_map >= best_map:
                         best_map = last_map
                         say("New best mAP!")
-                        _save(net, dist, os.path.join(backup, f"{base}_best.weights"), say)
+                        best = os.path.join(backup, f"{base}_best.weights")
+                        os.replace(tmp, best)             # the weights just scored, atomically
+                        say(f"Saving weights to {best}")
+                    else:
+                        os.remove(tmp)
                 dist.barrier()
             if logger is not None:
                 logger.add(row)
