@@ -87,7 +87,8 @@ def check_options(points: int, iou_thresh: float, thresh: float) -> None:
         raise DarknetError(f"--thresh {thresh}: must be in [0, 1]")
 
 
-def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads):
+def make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads):
+    """The :class:`~darknet_prn.Detector` of ``map``/``valid`` (their fixed thresholds, the user's engine)."""
     from .detect import Detector
     return Detector(cfg, weights, names=names, thresh=thresh, nms=nms, hier=hier, letterbox=letterbox,
                     device=device, backend=backend, threads=threads)
@@ -174,7 +175,7 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
         if len(difficult) < len(images):
             raise DarknetError(f"difficult= lists {len(difficult)} images, valid= {len(images)}", dc.path,
                                dc.line("difficult"))
-    det = _make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads)
+    det = make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads)
     _letterbox(det, letterbox, say)
     classes = det.classes
     if dc.classes is not None and dc.classes != classes:
@@ -216,7 +217,8 @@ def evaluate(data, cfg, weights, points: int = 0, iou_thresh: float = 0.5, thres
 # CLI
 
 
-def _common(parser):
+def add_common_arguments(parser):
+    """The arguments ``map`` and ``valid`` share."""
     parser.add_argument("data", help="Darknet .data file (valid=, names=)")
     parser.add_argument("cfg", help="Darknet .cfg file")
     parser.add_argument("weights", help="Darknet .weights file")
@@ -229,7 +231,7 @@ def _common(parser):
 
 def add_arguments(parser):
     """``map``'s arguments."""
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--points", type=int, default=0,
                         help="AP: 0 = area under the curve (default; VOC 2010+, ImageNet), 11 (VOC 2007), 101 (COCO)")
     parser.add_argument("--iou-thresh", type=float, default=0.5, help="IoU for a true positive (default 0.5)")
@@ -242,14 +244,15 @@ def add_arguments(parser):
                                                       "(needs matplotlib)")
 
 
-def _check_common(args):
+def check_run_options(args):
+    """One-line errors for the shared options."""
     if args.batch_size < 1:
         raise DarknetError(f"--batch-size {args.batch_size}: must be at least 1")
 
 
 def run(args) -> int:
     """``darknet-prn map``."""
-    _check_common(args)
+    check_run_options(args)
     check_options(args.points, args.iou_thresh, args.thresh)
     if args.plot:
         from .plots import require_matplotlib
