@@ -87,8 +87,8 @@ def check_options(points: int, iou_thresh: float, thresh: float) -> None:
         raise DarknetError(f"--thresh {thresh}: must be in [0, 1]")
 
 
-def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads,
-                   precision="f32"):
+def make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads, precision="f32"):
+    """The :class:`~darknet_prn.Detector` of ``map``/``valid`` (their fixed thresholds, the user's engine)."""
     from .detect import Detector
     return Detector(cfg, weights, names=names, thresh=thresh, nms=nms, hier=hier, letterbox=letterbox,
                     device=device, backend=backend, threads=threads, precision=precision)
@@ -175,8 +175,8 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
         if len(difficult) < len(images):
             raise DarknetError(f"difficult= lists {len(difficult)} images, valid= {len(images)}", dc.path,
                                dc.line("difficult"))
-    det = _make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads,
-                         precision=precision)
+    det = make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads,
+                        precision=precision)
     _letterbox(det, letterbox, say)
     classes = det.classes
     if dc.classes is not None and dc.classes != classes:
@@ -218,14 +218,15 @@ def evaluate(data, cfg, weights, points: int = 0, iou_thresh: float = 0.5, thres
 # CLI
 
 
-def _common(parser):
+def add_common_arguments(parser):
+    """The arguments ``map`` and ``valid`` share."""
     parser.add_argument("data", help="Darknet .data file (valid=, names=)")
     parser.add_argument("cfg", help="Darknet .cfg file")
     parser.add_argument("weights", help="Darknet .weights file")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "exact", "onnxruntime", "openvino"),
-                        help="inference engine (default torch)")
+    from .engines import BACKENDS
+    parser.add_argument("--backend", default="torch", choices=tuple(BACKENDS), help="inference engine (default torch)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's default)")
     parser.add_argument("--precision", default="f32", choices=("f32", "bf16", "fp16"),
                         help="f32 (default, Darknet-exact), bf16 (CPUs with BF16, CUDA), fp16 (CUDA)")
@@ -233,7 +234,7 @@ def _common(parser):
 
 def add_arguments(parser):
     """``map``'s arguments."""
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--points", type=int, default=0,
                         help="AP: 0 = area under the curve (default; VOC 2010+, ImageNet), 11 (VOC 2007), 101 (COCO)")
     parser.add_argument("--iou-thresh", type=float, default=0.5, help="IoU for a true positive (default 0.5)")
@@ -246,14 +247,15 @@ def add_arguments(parser):
                                                       "(needs matplotlib)")
 
 
-def _check_common(args):
+def check_run_options(args):
+    """One-line errors for the shared options."""
     if args.batch_size < 1:
         raise DarknetError(f"--batch-size {args.batch_size}: must be at least 1")
 
 
 def run(args) -> int:
     """``darknet-prn map``."""
-    _check_common(args)
+    check_run_options(args)
     check_options(args.points, args.iou_thresh, args.thresh)
     if args.plot:
         from .plots import require_matplotlib

@@ -16,8 +16,8 @@ import numpy as np
 from . import coco
 from .dataset import DataConfig, read_list
 from .errors import DarknetError
-from .evaluation import (EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, _check_common, _common, _make_detector,
-                         run_detector)
+from .evaluation import (EVAL_HINT, VALID_HIER, VALID_NMS, VALID_THRESH, add_common_arguments, check_run_options,
+                         make_detector, run_detector)
 from .fileio import atomic_write, read_input
 
 
@@ -87,14 +87,14 @@ def coco_eval(ann_path, results, image_ids=None) -> list:
 
 def add_arguments(parser):
     """``valid``'s arguments."""
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("-o", "--out", metavar="FILE", required=True, help="COCO results JSON to write")
     parser.add_argument("--coco-eval", metavar="ANN", help="score with pycocotools against a COCO annotation file")
 
 
 def run(args) -> int:
     """``darknet-prn valid``."""
-    _check_common(args)
+    check_run_options(args)
     if args.coco_eval:     # fail before the detection pass, not after
         try:
             import pycocotools  # noqa: F401
@@ -110,8 +110,8 @@ def run(args) -> int:
     images = read_list(dc.valid)
     if not images:
         raise DarknetError("the list of validation images is empty", dc.valid)
-    det = _make_detector(args.cfg, args.weights, dc.file("names", required=False), VALID_THRESH, VALID_NMS,
-                         VALID_HIER, None, args.device, args.backend, args.threads, precision=args.precision)
+    det = make_detector(args.cfg, args.weights, dc.file("names", required=False), VALID_THRESH, VALID_NMS,
+                        VALID_HIER, None, args.device, args.backend, args.threads, precision=args.precision)
     rows, unnumbered, unreadable = coco_results(det, images, args.batch_size)
     if unreadable:
         print(f"darknet-prn valid: warning: {len(unreadable)} of {len(images)} images could not be read and are "
