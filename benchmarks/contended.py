@@ -135,7 +135,6 @@ def child(args) -> dict:
                     for (phase, k), v in times.items():
                         out["rows"].append(dict(model=name + (" (COCO weights)" if real else ""), kind=kind,
                                                 threads=th, phase=phase, engine=k, ms=[t / per for t in v]))
-                del det, engines, cvn, ocv
     print(json.dumps(out))
     return out
 

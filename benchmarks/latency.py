@@ -51,6 +51,7 @@ OBJ_BIAS = -4.0
 
 
 def parse_args(argv=None):
+    from darknet_prn.engines import BACKENDS     # torch-free (the OpenMP policy is set before torch loads)
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 models, batch 1, 2 threads, few reps")
     p.add_argument("--models", help=f"comma-separated corpus cfg names (default: {','.join(MODELS)})")
@@ -60,8 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per row and engine (default 15)")
     p.add_argument("--budget", type=float, default=None, help="seconds per row after which fewer reps are "
                    "accepted (at least 3; default 60)")
-    p.add_argument("--backends", default="torch", help="our engines to time: torch (the default API), "
-                   "exact, onnxruntime, openvino (comma-separated)")
+    p.add_argument("--backends", default="torch", help="our engines to time, comma-separated: "
+                   + ", ".join(BACKENDS) + " (torch: the default API)")
     p.add_argument("--skip", default="", help="sections to skip: latency,load,memory,detect (comma-separated)")
     p.add_argument("--profile", metavar="MODEL", help="only print a per-layer profile of MODEL vs OpenCV")
     p.add_argument("--ablation", metavar="MODEL", help="only time MODEL with the plan's optimisations switched on "
@@ -90,6 +91,9 @@ def parse_args(argv=None):
     if contended and a.backends == "torch":
         a.backends = "torch,onnxruntime,openvino"
     a.backends = [b for b in a.backends.split(",") if b]
+    bad = [b for b in a.backends if b not in BACKENDS]
+    if bad:
+        p.error(f"--backends: unknown {', '.join(bad)} (one of {', '.join(BACKENDS)})")
     a.engines = [b for b in a.backends if b != "torch"]
     a.policies = [s for s in a.policies.split(",") if s]
     if a.quick and contended:

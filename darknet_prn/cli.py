@@ -20,6 +20,7 @@ COMMANDS = {
     "detect": ("darknet_prn.detect", "detect objects in images, directories or videos (like darknet detector test)"),
     "summary": ("darknet_prn.summary", "print the layer table, BFLOPs and weights size of a cfg"),
     "export": ("darknet_prn.export_cli", "export a model to ONNX"),
+    "quantize": ("darknet_prn.quantize", "int8 post-training quantization to ONNX, calibrated on a .data set"),
     "convert-cfg": ("darknet_prn.convert", "convert [partial_shortcut] <-> stock Darknet cfg sections"),
     "map": ("darknet_prn.evaluation", "mean average precision on a labelled list (like darknet detector map)"),
     "valid": ("darknet_prn.valid", "COCO results JSON, optionally scored with pycocotools (darknet detector valid)"),
@@ -56,7 +57,7 @@ def build_parser(argv_cmd: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_process()          # OpenMP threads that sleep, not spin: before any command imports torch
+    configure_process()          # OpenMP's wait policy for this machine's load: before any command imports torch
     warnings.formatwarning = _format_warning
     cmd = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(cmd if cmd in COMMANDS else None)

@@ -188,11 +188,15 @@ class Detector:
             raise DarknetError(f"--max-det {max_det}: must be at least 1")
         self.device = _resolve_device(device)
         self.net = Darknet.from_cfg(cfg, width=width, height=height)
-        if weights is not None:
+        onnx_model = None
+        if weights is not None and os.fspath(weights).lower().endswith(".onnx"):
+            onnx_model = weights        # an ONNX model of the cfg (darknet-prn quantize/export) instead of .weights
+            backend = "onnxruntime" if backend == "torch" else backend
+        elif weights is not None:
             self.net.load_weights(weights, partial=partial)
         self.net.eval()
         self.net.to(self.device)
-        self.net.set_backend(backend, threads=threads, precision=precision)
+        self.net.set_backend(backend, threads=threads, precision=precision, model=onnx_model)
         self._torch = torch
         g = self.net.graph
         self.cfg = os.fspath(cfg)
@@ -519,7 +523,7 @@ def discover_inputs(args_inputs) -> list:
 def add_arguments(parser):
     """Register ``detect``'s arguments on an argparse (sub)parser."""
     parser.add_argument("cfg", help="Darknet .cfg file")
-    parser.add_argument("weights", help="Darknet .weights file")
+    parser.add_argument("weights", help="Darknet .weights file (or an ONNX model of the cfg: darknet-prn quantize)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="images, directories (searched recursively), glob patterns, video files, a webcam "
                              "index (0) or a stream URL (rtsp://...)")
@@ -699,8 +703,8 @@ class _Session:
                 if dest != "-":
                     written.append(f"{what} {dest}")
                 if kind == "coco" and args.thresh > 0.005:
-                    print(f"darknet-prn detect: note: COCO mAP needs low-confidence detections too: use --thresh "
-                          f"0.005, or `darknet-prn valid` (Darknet's 0.001, NMS 0.6)", file=sys.stderr)
+                    print("darknet-prn detect: note: COCO mAP needs low-confidence detections too: use --thresh "
+                          "0.005, or `darknet-prn valid` (Darknet's 0.001, NMS 0.6)", file=sys.stderr)
             except DarknetError as e:
                 errors += 1
                 print(f"darknet-prn detect: error: {e}", file=sys.stderr, flush=True)

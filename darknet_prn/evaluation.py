@@ -87,10 +87,11 @@ def check_options(points: int, iou_thresh: float, thresh: float) -> None:
         raise DarknetError(f"--thresh {thresh}: must be in [0, 1]")
 
 
-def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads):
+def _make_detector(cfg, weights, names, thresh, nms, hier, letterbox, device, backend, threads,
+                   precision="f32"):
     from .detect import Detector
     return Detector(cfg, weights, names=names, thresh=thresh, nms=nms, hier=hier, letterbox=letterbox,
-                    device=device, backend=backend, threads=threads)
+                    device=device, backend=backend, threads=threads, precision=precision)
 
 
 def _letterbox(det, flag: bool, say) -> None:
@@ -159,7 +160,7 @@ def _sparse(path, w, h, dets) -> ImageDetections:
 
 
 def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: str = "torch", threads=None,
-            batch_size: int = 1, progress: bool | None = None, say=None) -> MapDetections:
+            batch_size: int = 1, progress: bool | None = None, say=None, precision: str = "f32") -> MapDetections:
     """Run ``detector map``'s detection pass over the ``valid=`` list of ``data``: -> :class:`MapDetections`."""
     say = say or (lambda m: print(f"darknet-prn map: {m}", file=sys.stderr))
     dc = DataConfig.read(data)
@@ -174,7 +175,8 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
         if len(difficult) < len(images):
             raise DarknetError(f"difficult= lists {len(difficult)} images, valid= {len(images)}", dc.path,
                                dc.line("difficult"))
-    det = _make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads)
+    det = _make_detector(cfg, weights, names_path, MAP_THRESH, MAP_NMS, 0.0, None, device, backend, threads,
+                         precision=precision)
     _letterbox(det, letterbox, say)
     classes = det.classes
     if dc.classes is not None and dc.classes != classes:
@@ -204,11 +206,11 @@ def collect(data, cfg, weights, letterbox: bool = False, device="cpu", backend: 
 
 def evaluate(data, cfg, weights, points: int = 0, iou_thresh: float = 0.5, thresh: float = 0.25,
              letterbox: bool = False, device="cpu", backend: str = "torch", threads=None, batch_size: int = 1,
-             progress: bool | None = False) -> MapResult:
+             progress: bool | None = False, precision: str = "f32") -> MapResult:
     """Darknet's ``detector map DATA CFG WEIGHTS [-points N] [-iou_thresh T] [-thresh T]`` -> MapResult
     (``.map``, ``.classes[i].ap``, ``.report_lines()``, ``.to_json()``)."""
     c = collect(data, cfg, weights, letterbox=letterbox, device=device, backend=backend, threads=threads,
-                batch_size=batch_size, progress=progress)
+                batch_size=batch_size, progress=progress, precision=precision)
     return c.score(points, iou_thresh, thresh)
 
 
@@ -225,6 +227,8 @@ def _common(parser):
     parser.add_argument("--backend", default="torch", choices=("torch", "exact", "onnxruntime", "openvino"),
                         help="inference engine (default torch)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's default)")
+    parser.add_argument("--precision", default="f32", choices=("f32", "bf16", "fp16"),
+                        help="f32 (default, Darknet-exact), bf16 (CPUs with BF16, CUDA), fp16 (CUDA)")
 
 
 def add_arguments(parser):
@@ -257,7 +261,8 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", LabelWarning)
         c = collect(args.data, args.cfg, args.weights, letterbox=args.letterbox, device=args.device,
-                    backend=args.backend, threads=args.threads, batch_size=args.batch_size)
+                    backend=args.backend, threads=args.threads, batch_size=args.batch_size,
+                    precision=args.precision)
     r = c.score(args.points, args.iou_thresh, args.thresh)
     sys.stdout.write("\n".join(r.report_lines()) + "\n")
     sys.stdout.flush()

@@ -782,7 +782,7 @@ def export_onnx(net, path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Fal
         model.layers.half()
     del xnet
 
-    head_names = [f"{graph.layers[i].type}_{i}" for i in model.output_layers]
+    head_names = head_output_names(graph, model.output_layers)
     out_names = (["detections", "selected_indices"] if nms else ["detections"]) if decode else head_names
     in_shape = tuple(graph.input_shape)
     gen = torch.Generator().manual_seed(0)
@@ -931,3 +931,34 @@ def _verify(net, path, result, decode, nms, half, dynamic_batch, batch, in_shape
     result.verified = True
     result.diffs = worst
     result.max_abs_diff = max(worst.values()) if worst else 0.0
+
+
+def head_output_names(graph, output_layers) -> list:
+    """The ONNX output name of each network output layer: ``<type>_<index>`` (e.g. ``yolo_16``)."""
+    return [f"{graph.layers[i].type}_{i}" for i in output_layers]
+
+
+def check_onnx_heads(net, path) -> str:
+    """``path`` if it is an ONNX model of ``net``'s export layout (input ``images`` with the network's C, H, W; one
+    head output per network output, same names), else a one-line DarknetError naming the file."""
+    try:
+        import onnx
+    except ImportError:
+        raise DarknetError("running an ONNX model needs: pip install onnx", path) from None
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DarknetError("ONNX model not found", path)
+    try:
+        m = onnx.load(path, load_external_data=False)
+    except Exception as e:  # noqa: BLE001 -- any decoding failure is a bad file
+        raise DarknetError(f"not an ONNX model ({type(e).__name__})", path) from None
+    want = head_output_names(net.graph, net.output_layers)
+    got = [o.name for o in m.graph.output]
+    if got != want:
+        raise DarknetError(f"outputs {got} are not this cfg's heads {want} (export without --decode/--nms)", path)
+    ins = [i for i in m.graph.input if i.name == INPUT_NAME]
+    dims = [d.dim_value for d in ins[0].type.tensor_type.shape.dim][1:] if ins else []
+    if dims != list(net.graph.input_shape):
+        raise DarknetError(f"input '{INPUT_NAME}' of shape (N, {', '.join(map(str, net.graph.input_shape))}) "
+                           f"expected; the model has {[i.name for i in m.graph.input]} {dims}", path)
+    return path

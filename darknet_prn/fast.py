@@ -414,7 +414,7 @@ class FastPlan(_NotCopied):
 class OnnxPlan(_NotCopied):
     """The exported ONNX graph of ``net`` in ONNX Runtime or OpenVINO (CPU, float32, dynamic batch)."""
 
-    def __init__(self, net, engine: str, threads: int | None = None, precision: str = "f32"):
+    def __init__(self, net, engine: str, threads: int | None = None, precision: str = "f32", model=None):
         import tempfile
         from .precision import check_backend_precision
         if engine not in ONNX_BACKENDS:
@@ -422,13 +422,18 @@ class OnnxPlan(_NotCopied):
         check_backend_precision(engine, precision, "cpu")
         self.backend = engine
         self.precision = precision
+        self.model = model
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.threads = int(threads or torch.get_num_threads())
         self.fingerprint = fingerprint(net)
         with tempfile.TemporaryDirectory(prefix="darknet-prn-") as d:
-            path = os.path.join(d, "model.onnx")
-            net.export_onnx(path, dynamic_batch=True, verify=False)
+            if model is not None:       # a given ONNX file (e.g. darknet_prn.quantize's int8 model)
+                from .export import check_onnx_heads
+                path = check_onnx_heads(net, model)
+            else:
+                path = os.path.join(d, "model.onnx")
+                net.export_onnx(path, dynamic_batch=True, verify=False)
             if engine == "onnxruntime":
                 sess = ort_session(path, self.threads)
                 name = sess.get_inputs()[0].name

@@ -89,6 +89,7 @@ class Darknet(nn.Module):
     # -- inference fast path (darknet_prn.fast; docs/performance.md) ---------------------------------------
     backend = "torch"      # eval-mode engine: torch (the FastPlan), exact (module by module), onnxruntime, openvino
     threads = None         # if set, forward() calls torch.set_num_threads(threads) (process-wide) first
+    onnx_model = None      # an ONNX file the onnxruntime/openvino backends run instead of the export
     precision = "f32"      # eval-mode precision: f32 (Darknet-exact), bf16, fp16 (darknet_prn.precision)
     _fast_plan = None
 
@@ -101,17 +102,24 @@ class Darknet(nn.Module):
             return self._run(x, keep_all=False)
         return self.fast_forward(x)
 
-    def set_backend(self, backend: str = "torch", threads: int | None = None, precision: str | None = None
-                    ) -> "Darknet":
+    def set_backend(self, backend: str = "torch", threads: int | None = None, precision: str | None = None,
+                    model=None) -> "Darknet":
         """Selects the eval-mode engine: ``"torch"`` (default: the fast plan), ``"exact"`` (the layer modules,
         as ``layer_outputs``), ``"onnxruntime"`` or ``"openvino"`` (the exported ONNX graph in that engine; needs
         the package); optionally the thread count ``forward`` uses, and the ``precision``: ``"f32"`` (default,
-        Darknet-exact), ``"bf16"`` (CPUs with BF16, CUDA; torch and openvino backends) or ``"fp16"`` (CUDA)."""
+        Darknet-exact), ``"bf16"`` (CPUs with BF16, CUDA; torch and openvino backends) or ``"fp16"`` (CUDA);
+        ``model``: an ONNX file of this network to run instead of the export (onnxruntime/openvino backends; e.g.
+        the int8 model of ``darknet-prn quantize``)."""
+        from .engines import ONNX_BACKENDS
         from .precision import check_backend_precision
         backend = check_backend(backend)
         if precision is not None:
             check_backend_precision(backend, precision, self._device())
             self.precision = precision
+        if model is not None and backend not in ONNX_BACKENDS:
+            raise DarknetError(f"an ONNX model runs with backend {' or '.join(ONNX_BACKENDS)}, not {backend}",
+                               os.fspath(model))
+        self.onnx_model = None if model is None else os.fspath(model)
         self.backend = backend
         if threads is not None:
             self.threads = int(threads) if threads else None
@@ -126,11 +134,11 @@ class Darknet(nn.Module):
         backend = "torch" if self.backend == "exact" else self.backend
         plan = self._fast_plan
         if plan is None or plan.backend != backend or plan.fingerprint != fingerprint(self) or \
-                plan.precision != self.precision or \
+                plan.precision != self.precision or getattr(plan, "model", None) != self.onnx_model or \
                 (backend != "torch" and plan.threads != (self.threads or torch.get_num_threads())):
             self._fast_plan = None                 # free the old plan's folded weights before building
             plan = FastPlan(self, precision=self.precision) if backend == "torch" else \
-                OnnxPlan(self, backend, self.threads, precision=self.precision)
+                OnnxPlan(self, backend, self.threads, precision=self.precision, model=self.onnx_model)
             self._fast_plan = plan
         return plan
 

@@ -66,6 +66,12 @@ class _Recurrent(modules.DarknetModule):
     def _put(self, **tensors):
         self._state.update({k: v.detach() for k, v in tensors.items()})
 
+    def _emit(self, y, **state):
+        """Keeps the new ``state`` (entries that are None are not kept) and returns ``y`` as Darknet's flat
+        ``(N, outputs, 1, 1)`` output."""
+        self._put(**{k: v for k, v in state.items() if v is not None})
+        return y.view(y.shape[0], -1, 1, 1)
+
     def _connected(self, prefix, x, act="linear"):
         """forward_connected_layer of sub-layer ``prefix`` on a (N, inputs) matrix."""
         y = F.linear(x, getattr(self, prefix + "_weights"))
@@ -146,9 +152,7 @@ class RNN(_Recurrent):
         s = self._connected("self_layer", state, self.self_act)
         new = (state if self.shortcut else 0) + a + s
         y = self._connected("output_layer", new, self.act)
-        if not self.training:
-            self._put(state=new)
-        return y.view(n, -1, 1, 1)
+        return self._emit(y, state=None if self.training else new)
 
 
 @modules.register("gru")
@@ -169,8 +173,7 @@ class GRU(_Recurrent):
         r = torch.sigmoid(self._gate("input_r", x, "state_r", state))
         h = torch.sigmoid(self._gate("input_h", x, "state_h", r * state))
         out = z * state + (1 - z) * h
-        self._put(state=out)
-        return out.view(n, -1, 1, 1)
+        return self._emit(out, state=out)
 
 
 @modules.register("lstm")
@@ -192,8 +195,7 @@ class LSTM(_Recurrent):
         o = torch.sigmoid(self._gate("wo", h, "uo", x))
         c = f * c + i * g
         h = o * torch.tanh(c)
-        self._put(h=h, c=c)
-        return h.view(n, -1, 1, 1)
+        return self._emit(h, h=h, c=c)
 
 
 @modules.register("crnn")

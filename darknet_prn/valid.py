@@ -111,7 +111,7 @@ def run(args) -> int:
     if not images:
         raise DarknetError("the list of validation images is empty", dc.valid)
     det = _make_detector(args.cfg, args.weights, dc.file("names", required=False), VALID_THRESH, VALID_NMS,
-                         VALID_HIER, None, args.device, args.backend, args.threads)
+                         VALID_HIER, None, args.device, args.backend, args.threads, precision=args.precision)
     rows, unnumbered, unreadable = coco_results(det, images, args.batch_size)
     if unreadable:
         print(f"darknet-prn valid: warning: {len(unreadable)} of {len(images)} images could not be read and are "

@@ -358,19 +358,43 @@ def _py(code, **env):
 def test_wait_policy_cli_and_set_threads():
     cfg = ROOT / "weights" / "yolov3-tiny.cfg"
     cfg = cfg if cfg.exists() else ROOT / "cfg" / os.listdir(ROOT / "cfg")[0]
-    code = ("import os, sys\nfrom darknet_prn import cli\nrc = cli.main(['summary', sys.argv[1] if len(sys.argv) > 1 "
-            f"else {str(cfg)!r}])\nprint(os.environ.get('OMP_WAIT_POLICY'))")
-    p = _py(code)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines()[-1] == "PASSIVE"
-    p = _py(code, OMP_WAIT_POLICY="ACTIVE")                     # the user's own choice wins
+    code = ("import os, sys\nfrom darknet_prn import threads, cli\nthreads.busy_cpus = lambda *a, **k: {busy}\n"
+            f"rc = cli.main(['summary', {str(cfg)!r}])\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    for busy, want in (("1.0", "PASSIVE"), ("None", "PASSIVE"), ("0.05", "None")):   # busy, unknown, quiet
+        p = _py(code.format(busy=busy))
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[-1] == want, busy
+    p = _py(code.format(busy="1.0"), OMP_WAIT_POLICY="ACTIVE")        # the user's own choice wins
     assert p.stdout.splitlines()[-1] == "ACTIVE"
-    p = _py("import os, darknet_prn\nn = darknet_prn.set_threads(1)\nimport torch\n"
+    p = _py("import os, darknet_prn\nn = darknet_prn.set_threads(1, passive=True)\nimport torch\n"
             "print(os.environ['OMP_WAIT_POLICY'], n, torch.get_num_threads())")
     assert p.returncode == 0 and p.stdout.split() == ["PASSIVE", "1", "1"], p.stderr
     p = _py("import torch, darknet_prn\ndarknet_prn.set_threads()\nprint(torch.get_num_threads())")
     assert p.returncode == 0 and "before importing torch" in p.stderr
     assert int(p.stdout.split()[-1]) == len(os.sched_getaffinity(0))
+
+
+def test_busy_cpus_reads_the_affinity_cpus():
+    from darknet_prn import threads
+    mine = sorted(os.sched_getaffinity(0))
+    other = max(mine) + 1
+    samples = iter([{c: (1000, 1000) for c in mine + [other]},
+                    {**{c: (1100, 1050) for c in mine}, other: (1100, 1000)}])   # ours half busy, another full
+    assert threads.busy_cpus(0.0, read=lambda: next(samples)) == pytest.approx(0.5 * len(mine))
+    samples = iter([{c: (0, 0) for c in mine}, {c: (100, 100) for c in mine}])
+    assert threads.busy_cpus(0.0, read=lambda: next(samples)) == 0.0
+    assert threads.busy_cpus(0.0, read=lambda: {}) is None
+    # the real /proc/stat while a busy loop runs on every CPU we may use
+    hogs = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time() + 5\nwhile time.time() < t: pass"])
+            for _ in mine]
+    try:
+        import time
+        time.sleep(0.2)
+        assert threads.busy_cpus(0.3) > 0.5 * len(mine)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .box import box_giou, box_iou, box_iou_kind, dx_box_iou, iou_many
+from .box import box_giou, box_iou, dx_box_iou, iou_many
 from .truth import image_boxes
-from .yolo_loss import FLT_MAX, YoloParams
+from .yolo_loss import FLT_MAX, YoloParams, trained_anchors
 
 SIGMA_CONST = 0.3
 EPSI = 1e-9
@@ -43,7 +43,6 @@ def gaussian_delta(prm: GaussianParams, out: np.ndarray, truth: np.ndarray, net_
     o = out.reshape(B, n, 9 + C, lh, lw).astype(np.float32, copy=False)
     d = np.zeros_like(o)
     biases = np.asarray(prm.anchors, np.float32)
-    total = len(biases) // 2
     cm = prm.classes_multipliers
     on = np.float32(prm.obj_normalizer)
     st = dict(avg_iou=0.0, recall=0, recall75=0, avg_cat=0.0, avg_obj=0.0, avg_anyobj=0.0, count=0, class_count=0)
@@ -174,21 +173,8 @@ def gaussian_delta(prm: GaussianParams, out: np.ndarray, truth: np.ndarray, net_
                 x, y = x + np.float32(t[2]) / 2, y + np.float32(t[3]) / 2
             i = min(lw - 1, max(0, int(np.float32(x) * np.float32(lw))))
             j = min(lh - 1, max(0, int(np.float32(y) * np.float32(lh))))
-            shift = (0.0, 0.0, tbox[2], tbox[3])
-            anchors = [(0.0, 0.0, float(np.float32(biases[2 * a] / np.float32(net_w))),
-                        float(np.float32(biases[2 * a + 1] / np.float32(net_h)))) for a in range(total)]
-            best, best_n = 0.0, 0
-            for a in range(total):
-                v = box_iou(anchors[a], shift)
-                if v > best:
-                    best, best_n = v, a
-            if best_n in prm.mask:
-                positive(b, prm.mask.index(best_n), best_n, i, j, tbox, class_id)
-            if prm.iou_thresh < 1.0:
-                for a in range(total):
-                    if a != best_n and a in prm.mask and \
-                            box_iou_kind(anchors[a], shift, prm.iou_thresh_kind) > prm.iou_thresh:
-                        positive(b, prm.mask.index(a), a, i, j, tbox, class_id)
+            for mn, a in trained_anchors(prm, biases, net_w, net_h, tbox):
+                positive(b, mn, a, i, j, tbox, class_id)
         db = d[b]                              # averages_gaussian_yolo_deltas, every slot
         k = (db[:, 9:] > 0).sum(1)
         db[:, :8] = np.where((k > 0)[:, None], db[:, :8] / np.maximum(k, 1)[:, None].astype(np.float32), db[:, :8])

@@ -162,8 +162,12 @@ def make_loader(paths, labels, params: AugmentParams, mini: int, subdivisions: i
     one-line data error found in a worker: raise it)."""
     ds = DetectionDataset(paths, labels, params)
     sampler = TrainBatchSampler(len(paths), params, mini, subdivisions, max_batches, start, seed, world_size, rank)
+    # workers come from a fork server, not a fork of this process: a forked child inherits OpenCV's and OpenMP's
+    # thread pools in whatever state they were and can deadlock in its first cv2/torch call (seen: cv2 in
+    # pthread_cond_destroy)
     return tud.DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                           worker_init_fn=_worker_init if workers else None,
+                          multiprocessing_context="forkserver" if workers else None,
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 
 

@@ -7,7 +7,8 @@ Per step, with ``B = batch * time_steps`` of ``[net]`` (= Darknet's ``net.batch 
     convolutional (and other layers):  U_w += -decay*B*W;  W += rate/B * U_w;  U *= momentum (all arrays)
     biases / scales / standalone [batchnorm]: no decay
     weighted [shortcut]:  U = clip(U, -1, 1), no decay (``update_shortcut_layer_gpu``)
-    [connected]: never updated (``make_connected_layer`` never sets ``l.train``)
+    [connected]: never updated (``make_connected_layer`` never sets ``l.train``); nor the layers before the
+    last ``stopbackward=1`` (``parse_network_cfg`` builds them with ``train = 0``)
 ``adam=1`` (B1, B2, eps): convolutional layers take ``adam_update_gpu`` instead (Darknet's GPU build).
 """
 from __future__ import annotations
@@ -167,9 +168,11 @@ class DarknetOptimizer:
 
     def _groups(self):
         """(param, array name) per layer with Darknet's rule for it (decay on 'weights'; clip for shortcuts)."""
+        from .step import frozen_layers
+        frozen = frozen_layers(self.net.graph)
         groups = []
         for layer, m in zip(self.net.graph.layers, self.net.layers):
-            if layer.type in _NO_UPDATE:
+            if layer.type in _NO_UPDATE or layer.index in frozen:
                 continue
             params = [(p, n) for n, p in m.named_parameters(recurse=True)]
             if not params:

@@ -78,6 +78,26 @@ class YoloParams:
         return prm
 
 
+def trained_anchors(prm, biases, net_w, net_h, tbox):
+    """The (mask index, anchor) slots a truth trains, in Darknet's order: the best anchor over *all* anchors by
+    shape IoU (only if it is in this layer's mask), then with ``iou_thresh`` < 1 every other mask anchor whose
+    ``iou_thresh_kind`` overlap with the truth's shape exceeds it."""
+    total = len(biases) // 2
+    shift = (0.0, 0.0, tbox[2], tbox[3])
+    anchors = [(0.0, 0.0, float(np.float32(biases[2 * a] / np.float32(net_w))),
+                float(np.float32(biases[2 * a + 1] / np.float32(net_h)))) for a in range(total)]
+    best, best_n = 0.0, 0
+    for a in range(total):
+        v = box_iou(anchors[a], shift)
+        if v > best:
+            best, best_n = v, a
+    out = [(prm.mask.index(best_n), best_n)] if best_n in prm.mask else []
+    if prm.iou_thresh < 1.0:
+        out += [(prm.mask.index(a), a) for a in range(total) if a != best_n and a in prm.mask
+                and box_iou_kind(anchors[a], shift, prm.iou_thresh_kind) > prm.iou_thresh]
+    return out
+
+
 def _float_to_int(v: float) -> int:
     return int(v)            # C's (int) conversion truncates toward zero
 
@@ -92,7 +112,6 @@ def yolo_delta(prm: YoloParams, out: np.ndarray, truth: np.ndarray, net_w: int, 
     o = out.reshape(B, n, 5 + C, lh, lw).astype(np.float32, copy=False)
     d = np.zeros_like(o)
     biases = np.asarray(prm.anchors, np.float32)
-    total = len(biases) // 2
     aw = biases[0::2][prm.mask].reshape(n, 1, 1)
     ah = biases[1::2][prm.mask].reshape(n, 1, 1)
     ii = np.arange(lw, dtype=np.float32).reshape(1, 1, lw)
@@ -249,23 +268,8 @@ def yolo_delta(prm: YoloParams, out: np.ndarray, truth: np.ndarray, net_w: int, 
             i = _float_to_int(np.float32(t[0]) * np.float32(lw))
             j = _float_to_int(np.float32(t[1]) * np.float32(lh))
             i, j = min(i, lw - 1), min(j, lh - 1)
-            shift = (0.0, 0.0, tbox[2], tbox[3])
-            best, best_n = 0.0, 0
-            for a in range(total):
-                v = box_iou((0.0, 0.0, float(np.float32(biases[2 * a] / np.float32(net_w))),
-                             float(np.float32(biases[2 * a + 1] / np.float32(net_h)))), shift)
-                if v > best:
-                    best, best_n = v, a
-            if best_n in prm.mask:
-                positive(b, prm.mask.index(best_n), best_n, i, j, tbox, class_id)
-            if prm.iou_thresh < 1.0:
-                for a in range(total):
-                    if a == best_n or a not in prm.mask:
-                        continue
-                    anc = (0.0, 0.0, float(np.float32(biases[2 * a] / np.float32(net_w))),
-                           float(np.float32(biases[2 * a + 1] / np.float32(net_h))))
-                    if box_iou_kind(anc, shift, prm.iou_thresh_kind) > prm.iou_thresh:
-                        positive(b, prm.mask.index(a), a, i, j, tbox, class_id)
+            for mn, a in trained_anchors(prm, biases, net_w, net_h, tbox):
+                positive(b, mn, a, i, j, tbox, class_id)
         if prm.iou_thresh < 1.0:          # averages_yolo_deltas
             db = d[b]
             k = (db[:, 5:] > 0).sum(1)                            # (n, h, w) classes trained in the slot
@@ -288,9 +292,10 @@ def _finish_stats(prm, d, st, B, cells):
         tot = st["tot_giou_loss"] if prm.iou_loss == "giou" else st["tot_iou_loss"]
         cost = prm.iou_normalizer * (tot / count) + classification_loss
     kind = prm.iou_loss if prm.iou_loss in ("mse", "giou") else "iou"
+    # printed after Darknet's `if (count == 0) count = 1`; stats["count"] is the real count
     line = (f"v3 ({kind} loss, Normalizer: (iou: {prm.iou_normalizer:.2f}, obj: {prm.obj_normalizer:.2f}, "
             f"cls: {prm.cls_normalizer:.2f}) Region {prm.index} Avg (IOU: {st['tot_iou'] / count:f}), count: "
-            f"{st['count']}, class_loss = {classification_loss / B:f}, iou_loss = {iou_loss / B:f}, "
+            f"{count}, class_loss = {classification_loss / B:f}, iou_loss = {iou_loss / B:f}, "
             f"total_loss = {loss / B:f} ")
     return dict(layer=prm.index, type="yolo", cost=cost, loss=loss, classification_loss=classification_loss,
                 iou_loss=iou_loss, avg_iou=st["tot_iou"] / count, avg_giou=st["tot_giou"] / count,
