@@ -53,7 +53,8 @@ def estimate_memory(graph, batch: int = 1) -> tuple:
     total = params + act
     if big_w.weights_floats * 4 >= act:
         return total, big_w, f"its {big_w.weights_floats:,} weights take {gib(big_w.weights_floats * 4)}"
-    return total, big_a, f"its input and output ({_fmt(big_a.in_shape)} -> {_fmt(big_a.out_shape)}) take {gib(act)}"
+    return total, big_a, (f"its input, output and workspace ({_fmt(big_a.in_shape)} -> {_fmt(big_a.out_shape)}) "
+                          f"take {gib(act)}")
 
 
 def check_memory(graph, limit=None) -> None:
