@@ -228,7 +228,7 @@ class Context:
         a = ACTIVATION_ALIASES.get(a, a)
         if a not in ACTIVATIONS:
             warnings.warn(CfgWarning(f"{self.sec.path}:{self.sec.options[key].line}: unknown activation "
-                                     f"'{a}', Darknet uses relu"), stacklevel=2)
+                                     f"{echo(a)}, Darknet uses relu"), stacklevel=2)
             a = "relu"
         return a
 
@@ -467,9 +467,10 @@ def parse_shortcut(g: Context) -> Layer:
     wtype = s.get_str("weights_type", "none")
     wnorm = s.get_str("weights_normalization", "none")
     if wtype not in _SHORTCUT_WEIGHTS:
-        raise g.error(f"unknown weights_type '{wtype}' (none, per_feature, per_layer, per_channel)", "weights_type")
+        raise g.error(f"unknown weights_type {echo(wtype)} (none, per_feature, per_layer, per_channel)", "weights_type")
     if wnorm not in ("none", "relu", "avg_relu", "softmax"):
-        raise g.error(f"unknown weights_normalization '{wnorm}' (relu, avg_relu, softmax)", "weights_normalization")
+        raise g.error(f"unknown weights_normalization {echo(wnorm)} (relu, avg_relu, softmax)",
+                      "weights_normalization")
     if wtype != "none" and wnorm == "none":
         raise g.error(f"weights_type={wtype} needs weights_normalization=relu|avg_relu|softmax",
                       "weights_normalization")

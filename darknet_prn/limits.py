@@ -48,12 +48,13 @@ def estimate_memory(graph, batch: int = 1) -> tuple:
     ``batch``), and the layer that dominates (the largest weights or the largest activation)."""
     params = sum(l.weights_floats for l in graph.layers) * 4
     big_w = max(graph.layers, key=lambda l: l.weights_floats)
-    big_a = max(graph.layers, key=lambda l: l.outputs + _prod(l.in_shape))
-    act = (big_a.outputs + _prod(big_a.in_shape)) * 4 * batch
+    big_a = max(graph.layers, key=lambda l: l.outputs + _prod(l.in_shape) + _workspace(l))
+    act = (big_a.outputs + _prod(big_a.in_shape) + _workspace(big_a)) * 4 * batch
     total = params + act
     if big_w.weights_floats * 4 >= act:
         return total, big_w, f"its {big_w.weights_floats:,} weights take {gib(big_w.weights_floats * 4)}"
-    return total, big_a, f"its input and output ({_fmt(big_a.in_shape)} -> {_fmt(big_a.out_shape)}) take {gib(act)}"
+    return total, big_a, (f"its input, output and workspace ({_fmt(big_a.in_shape)} -> {_fmt(big_a.out_shape)}) "
+                          f"take {gib(act)}")
 
 
 def check_memory(graph, limit=None) -> None:
@@ -67,6 +68,14 @@ def check_memory(graph, limit=None) -> None:
                        f"(parameters and the largest activations; {what}), over the {gib(limit)} limit; set "
                        f"DARKNET_PRN_MAX_MEMORY (e.g. {_suggest(total)}) or from_cfg(..., max_memory=) to allow it",
                        layer.section.path, layer.section.line)
+
+
+def _workspace(l) -> int:
+    """Darknet's convolution workspace (``get_workspace_size``: the im2col buffer), in floats."""
+    if l.type not in ("convolutional", "local") or "size" not in l.p:
+        return 0
+    return _prod(l.in_shape) // max(1, int(l.p.get("groups", 1))) * int(l.p["size"]) ** 2 * _prod(l.out_shape[1:]) \
+        // max(1, _prod(l.in_shape[1:]))
 
 
 def _prod(shape) -> int:

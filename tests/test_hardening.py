@@ -80,9 +80,9 @@ def test_a_1mb_line_is_not_echoed():
 
 def test_memory_estimate_is_checked_before_allocating(monkeypatch):
     huge_net = "[net]\nwidth=20000\nheight=20000\nchannels=3\n[convolutional]\nfilters=16\nsize=3\n"
-    with pytest.raises(CfgError, match=r"^m\.cfg:5: \[convolutional\] layer 0: the network needs about 28\.3 GiB "
+    with pytest.raises(CfgError, match=r"^m\.cfg:5: \[convolutional\] layer 0: the network needs about 68\.5 GiB "
                                        r".*3x20000x20000 -> 16x19998x19998.* over the 8\.0 GiB limit; set "
-                                       r"DARKNET_PRN_MAX_MEMORY \(e\.g\. 30G\)"):
+                                       r"DARKNET_PRN_MAX_MEMORY \(e\.g\. 70G\)"):
         Darknet.from_cfg_text(huge_net, path="m.cfg")
     connected = NET + "[connected]\noutput=1000000\n"
     monkeypatch.setenv("DARKNET_PRN_MAX_MEMORY", "1G")
