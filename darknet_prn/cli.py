@@ -75,6 +75,27 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError as e:
+        print(f"darknet-prn {args.command}: error: {out_of_memory(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:          # torch's allocator (past the limits.py estimate): one line, not a traceback
+        if not is_allocation_error(e):
+            raise
+        print(f"darknet-prn {args.command}: error: {out_of_memory(e)}", file=sys.stderr)
+        return 2
+
+
+def is_allocation_error(e: RuntimeError) -> bool:
+    text = str(e)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def out_of_memory(e: BaseException) -> str:
+    """One line for an allocation that failed at run time (the model or the images need more memory than the
+    machine gives this process; ``DARKNET_PRN_MAX_MEMORY`` sets the limit checked before allocating)."""
+    first = (str(e).strip().splitlines() or [""])[0][:160]
+    return (f"out of memory while running ({first or type(e).__name__}); use a smaller --width/--height or "
+            f"--batch-size, or free memory")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import sys
 
 from .export import DEFAULT_CONF_THRESH, DEFAULT_IOU_THRESH, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx
+from .errors import DarknetError
 from .model import Darknet
 
 
@@ -42,6 +43,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     out = args.output
+    if out is not None and not out.strip():
+        raise DarknetError("-o/--output: empty file name")
     if not out:
         out = os.path.splitext(os.path.basename(args.weights))[0] + ".onnx"
     net = Darknet.from_cfg(args.cfg, width=args.width, height=args.height)

@@ -223,3 +223,34 @@ def test_a_missing_tree_name_is_capped_in_messages():
     with pytest.warns(Warning) as w, pytest.raises(CfgError, match="file not found, cannot run this layer") as e:
         Darknet.from_cfg_text(cfg, path="m.cfg")
     assert all(len(str(x.message)) < 300 for x in w) and len(str(e.value)) < 200
+
+
+def test_run_time_allocation_failure_is_one_line(monkeypatch, capsys):
+    """An allocation that fails past the limits.py estimate (torch's allocator, MemoryError) ends in one line and
+    status 2; any other RuntimeError is not hidden."""
+    import darknet_prn.summary as summary
+    from darknet_prn.cli import main
+    cfg = str(ROOT / "cfg" / "yolov3-tiny-prn.cfg")
+    msg = "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"
+    for exc in (RuntimeError(msg), MemoryError()):
+        def boom(args, exc=exc):
+            raise exc
+        monkeypatch.setattr(summary, "run", boom)
+        assert main(["summary", cfg]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error: out of memory while running" in err and "Traceback" not in err
+
+    def other(args):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(summary, "run", other)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["summary", cfg])
+
+
+def test_export_refuses_an_empty_output_name(capsys, tmp_path, monkeypatch):
+    from darknet_prn.cli import main
+    monkeypatch.chdir(tmp_path)
+    cfg = str(ROOT / "cfg" / "yolov3-tiny-prn.cfg")
+    assert main(["export", cfg, str(tmp_path / "none.weights"), "-o", ""]) == 2
+    assert "-o/--output: empty file name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
