@@ -202,14 +202,19 @@ num=3
 """
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def write_tiny(d):
+    """``tiny.cfg`` + seeded random ``tiny.weights`` in folder ``d``."""
     import torch
     from darknet_prn import Darknet
-    d = tmp_path_factory.mktemp("tiny")
     (d / "tiny.cfg").write_text(TINY_CFG)
     torch.manual_seed(0)
     Darknet.from_cfg(d / "tiny.cfg").save_weights(d / "tiny.weights")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = write_tiny(tmp_path_factory.mktemp("tiny"))
     return {"cfg": d / "tiny.cfg", "weights": d / "tiny.weights", "dir": d}
 
 
