@@ -16,12 +16,34 @@ from .limits import check_memory, estimate_memory, gib
 from .modules import attr_name, build_module
 
 
+# [region] and [detection] outputs are kept in their reported layouts (README "Python API"), not as feature maps:
+# a layer that reads one must take any layout
+_FLAT_HEADS = ("region", "detection")
+_TAKES_ANY_LAYOUT = ("cost", "contrastive", "connected", "dropout", "empty", "softmax")
+
+
+def check_head_consumers(graph: Network) -> None:
+    """A layer that reads a ``[region]``/``[detection]`` output as a feature map is refused at build time, with
+    its file and line, instead of failing at the first forward."""
+    for l in graph.layers:
+        if l.type in _TAKES_ANY_LAYOUT:
+            continue
+        srcs = list(l.refs) if l.type == "route" else ([l.index - 1] if l.index else []) + list(l.refs)
+        for i in srcs:
+            src = graph.layers[i] if 0 <= i < len(graph.layers) else None
+            if src is not None and src.type in _FLAT_HEADS and src.index != l.index:
+                raise DarknetError(f"[{l.section.name}] layer {l.index} reads the output of [{src.type}] layer "
+                                   f"{src.index}: a detection head's output is not a feature map, cannot run this "
+                                   f"layer", l.section.path, l.section.line)
+
+
 class Darknet(nn.Module):
     """A Darknet network. ``forward`` returns the network outputs (every detection head, else the last
     non-[cost] layer) as a list; ``layer_outputs`` returns every layer's output as Darknet holds it."""
 
     def __init__(self, graph: Network, cfg_text: str | None = None, max_memory: int | None = None):
         check_memory(graph, max_memory)      # before any allocation (darknet_prn.limits)
+        check_head_consumers(graph)
         super().__init__()
         self.graph = graph
         self.cfg_text = cfg_text

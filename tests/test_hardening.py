@@ -254,3 +254,21 @@ def test_export_refuses_an_empty_output_name(capsys, tmp_path, monkeypatch):
     assert main(["export", cfg, str(tmp_path / "none.weights"), "-o", ""]) == 2
     assert "-o/--output: empty file name" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("consumer", ["[convolutional]\nfilters=4\nsize=1\nactivation=linear", "[avgpool]"])
+def test_a_layer_reading_a_region_or_detection_output_is_refused_at_build(tmp_path, consumer):
+    """Fuzz cfg seed 201205 (a conv after [region]: RuntimeError at the first forward) and [avgpool] after
+    [detection] (IndexError): refused when the model is built, naming the file and line."""
+    head = {"region": "[region]\nanchors=1,1\nclasses=1\ncoords=4\nnum=1",
+            "detection": "[detection]\nclasses=1\ncoords=4\nside=2\nnum=1"}
+    for kind, text in head.items():
+        filters = 6 if kind == "region" else 2 * 2 * (1 + 5)
+        cfg = tmp_path / f"{kind}.cfg"
+        conv = (f"[convolutional]\nfilters={filters}\nsize=1\nactivation=linear" if kind == "region"
+                else f"[connected]\noutput={filters}\nactivation=linear")
+        cfg.write_text(f"[net]\nwidth=32\nheight=32\nchannels=3\n\n{conv}\n\n{text}\n\n{consumer}\n")
+        lines = cfg.read_text().splitlines()
+        line = len(lines) - lines[::-1].index(consumer.splitlines()[0])      # the consumer's (last) section
+        with pytest.raises(DarknetError, match=rf"{cfg}:{line}: .*reads the output of \[{kind}\] layer 1"):
+            Darknet.from_cfg(cfg)
