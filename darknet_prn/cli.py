@@ -75,19 +75,12 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except MemoryError as e:
-        print(f"darknet-prn {args.command}: error: {out_of_memory(e)}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:          # torch's allocator (past the limits.py estimate): one line, not a traceback
+    except (MemoryError, RuntimeError) as e:   # an allocation past the limits.py estimate: one line, no traceback
+        from .limits import is_allocation_error
         if not is_allocation_error(e):
             raise
         print(f"darknet-prn {args.command}: error: {out_of_memory(e)}", file=sys.stderr)
         return 2
-
-
-def is_allocation_error(e: RuntimeError) -> bool:
-    text = str(e)
-    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def out_of_memory(e: BaseException) -> str:

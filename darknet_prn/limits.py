@@ -148,3 +148,11 @@ def check_image_pixels(data: bytes, path=None) -> None:
     if w * h > limit:
         raise DarknetError(f"the image declares {w}x{h} = {w * h:,} pixels, over the {limit:,}-pixel limit (a "
                            f"decompression bomb?); set DARKNET_PRN_MAX_IMAGE_PIXELS to allow it", path)
+
+
+def is_allocation_error(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed (Python's MemoryError, torch's CPU/CUDA allocator errors)."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("alloc" in text or "out of memory" in text)

@@ -12,7 +12,7 @@ from .engines import check_backend
 from .errors import DarknetError
 from .fileio import atomic_write, read_cfg_file_text
 from .graph import Network, network_from_text
-from .limits import check_memory, estimate_memory, gib
+from .limits import check_memory, estimate_memory, gib, is_allocation_error
 from .modules import attr_name, build_module
 
 
@@ -51,7 +51,7 @@ class Darknet(nn.Module):
         try:
             self.layers = nn.ModuleList(build_module(l) for l in graph.layers)
         except (MemoryError, RuntimeError) as e:     # under the limit but more than the machine can give
-            if not isinstance(e, MemoryError) and "alloc" not in str(e).lower():
+            if not is_allocation_error(e):
                 raise
             raise DarknetError(f"not enough memory to build the network (about {gib(estimate_memory(graph)[0])}); "
                                f"{type(e).__name__}", graph.path) from None
