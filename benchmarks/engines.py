@@ -120,8 +120,11 @@ class Engine:
         self.cache[key] = run
         return run
 
-    def time(self, batch, threads, reps, warmup=2):
+    def time(self, batch, threads, reps, warmup=None):
         import numpy as np
+        # after the pause between engines the first forwards run on cold caches and sleeping threads: warm up
+        # long enough that each engine's timed forwards are its steady state (5 at batch 1, 2 above)
+        warmup = warmup if warmup is not None else (5 if batch == 1 else 2)
         x = np.random.default_rng(batch).random((batch, 3, self.size, self.size), dtype=np.float32)
         run = self.runner(batch, threads)
         for _ in range(warmup):
@@ -139,12 +142,13 @@ class Engine:
 def worker(args):
     import warnings
     warnings.filterwarnings("ignore")
+    policy = os.environ.get("OMP_WAIT_POLICY") or "default" if args.worker.startswith("ours") else None
     eng = Engine(args.worker, args.cfg, args.weights, args.onnx, args.size)
     for line in sys.stdin:
         cmd = json.loads(line)
         try:
             ts, cpu = eng.time(cmd["batch"], cmd["threads"], cmd["reps"])
-            out = {"times": ts, "cpu": cpu, "precision": getattr(eng, "precision", None)}
+            out = {"times": ts, "cpu": cpu, "precision": getattr(eng, "precision", None), "omp": policy}
         except Exception as e:  # noqa: BLE001 -- reported in the table, the run goes on
             out = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         print(json.dumps(out), flush=True)
@@ -156,12 +160,13 @@ def worker(args):
 
 
 class Worker:
-    def __init__(self, engine, cfg, weights, onnx, size, omp_wait_policy="passive"):
+    def __init__(self, engine, cfg, weights, onnx, size, omp_wait_policy="default"):
         self.engine = engine
         env = dict(os.environ)
-        if engine.startswith("ours") and omp_wait_policy != "default":
-            # what the darknet-prn command and darknet_prn.set_threads() give (OpenMP threads sleep when idle)
+        if engine.startswith("ours") and omp_wait_policy in ("passive", "active"):
             env.setdefault("OMP_WAIT_POLICY", omp_wait_policy.upper())
+        elif engine.startswith("ours") and omp_wait_policy == "default":
+            env.pop("OMP_WAIT_POLICY", None)
         self.p = subprocess.Popen([sys.executable, "-m", "benchmarks.engines", "--worker", engine, "--cfg", str(cfg),
                                    "--weights", str(weights), "--onnx", str(onnx), "--size", str(size)],
                                   cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -206,9 +211,10 @@ def bench_engines(args, models):
     rows = []
     engines = args.engines
     hdr = ["model", "batch", "threads"] + [f"{e} ms" for e in engines] + \
-          ["ours / best f32 peer", "bf16 speed-up", "int8 speed-up", "load avg"]
+          ["ours / best f32 peer", "bf16 speed-up", "int8 speed-up", "ours OpenMP", "load avg"]
     print(f"\n## Forward latency ({args.size}x{args.size}; each engine in its own process; medians over "
-          f"{args.rounds} interleaved rounds x {args.reps} reps)\n")
+          f"{args.rounds} interleaved rounds x {args.reps} reps; "
+          + ("one core kept busy by a background loop" if args.contended else "idle") + ")\n")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for name, (cfg, weights) in models.items():
@@ -217,17 +223,31 @@ def bench_engines(args, models):
         if int8 is None and args.int8_data and any(e.endswith("-int8") for e in engines):
             int8 = int8_for(name, cfg, weights, args.size, args.int8_data)
         ws = {}
+        # --contended: a busy loop on the last core during the whole model, started before the workers (so the
+        # CLI's wait-policy check sees a busy machine, as a user's would)
+        hog = None
+        if args.contended:
+            from benchmarks.contended import Hog
+            hog = Hog()
+            hog.resume()
+        policy = args.omp_wait_policy
+        if policy == "cli":
+            # what the darknet-prn command picks (threads.configure_process), decided here once before any worker
+            # starts, so the check sees the machine and not the other engines loading
+            from darknet_prn.threads import BUSY_CPUS, busy_cpus
+            busy = busy_cpus()
+            policy = "passive" if busy is None or busy >= BUSY_CPUS else "default"
         for e in engines:
             src = int8 if e.endswith("-int8") else onnx
             if src is None:
                 continue
-            ws[e] = Worker(e, cfg, weights, src, args.size, args.omp_wait_policy)
+            ws[e] = Worker(e, cfg, weights, src, args.size, policy)
         try:
             for batch in args.batches:
                 for th in args.threads:
                     times = {e: [] for e in ws}
                     cpus = {e: [] for e in ws}
-                    errors, precs = {}, {}
+                    errors, precs, omp = {}, {}, None
                     order = list(ws)
                     for r in range(args.rounds):
                         for e in order[r % len(order):] + order[:r % len(order)]:
@@ -241,12 +261,14 @@ def bench_engines(args, models):
                             times[e] += res["times"]
                             cpus[e] += res["cpu"]
                             precs[e] = res.get("precision")
+                            if res.get("omp"):
+                                omp = res["omp"]
                             time.sleep(0.2)
                     med = {e: statistics.median(v) for e, v in times.items() if v}
                     cpu = {e: statistics.median(v) for e, v in cpus.items() if v}
                     peers = [med[e] for e in F32_PEERS if e in med]
                     row = dict(model=name, batch=batch, threads=th, ms=med, cpu_ms=cpu, errors=errors,
-                               precision=precs,
+                               precision=precs, omp_wait_policy=omp, contended=bool(args.contended),
                                load=os.getloadavg()[0], reps=args.rounds * args.reps)
                     if "ours" in med and peers:
                         row["ratio_best_f32"] = med["ours"] / min(peers)
@@ -259,11 +281,14 @@ def bench_engines(args, models):
                     cells = [name, str(batch), str(th)] + [f"{med[e]:.1f}" if e in med else "—" for e in engines]
                     cells += [f"**{row['ratio_best_f32']:.2f}**" if "ratio_best_f32" in row else "—",
                               f"{row['bf16_speedup']:.2f}x" if "bf16_speedup" in row else "—",
-                              f"{row['int8_speedup']:.2f}x" if "int8_speedup" in row else "—", f"{row['load']:.1f}"]
+                              f"{row['int8_speedup']:.2f}x" if "int8_speedup" in row else "—", omp or "—",
+                              f"{row['load']:.1f}"]
                     print("| " + " | ".join(cells) + " |", flush=True)
         finally:
             for w in ws.values():
                 w.close()
+            if hog is not None:
+                hog.close()
     one = [r for r in rows if r["threads"] == 1]
     if one:
         print("\n## The 1-thread rows by process CPU time per forward (ms; robust to the preemption a shared "
@@ -309,9 +334,12 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, help="timed forwards per engine and round (default 5, batch 8: 2)")
     p.add_argument("--profile", metavar="MODEL", help="only a per-layer profile of MODEL: ours vs OpenVINO f32")
     p.add_argument("--accuracy", action="store_true", help="only the accuracy table (mAP, detection change)")
-    p.add_argument("--omp-wait-policy", default="passive", choices=("passive", "active", "default"),
-                   help="OMP_WAIT_POLICY of our workers (default passive, as the darknet-prn command sets it; "
-                        "'default' leaves the environment alone)")
+    p.add_argument("--omp-wait-policy", default="cli", choices=("cli", "passive", "active", "default"),
+                   help="OpenMP wait policy of our workers (default cli: what the darknet-prn command picks -- "
+                        "PASSIVE when other processes keep the CPUs busy, else libgomp's default; 'default' leaves "
+                        "the environment alone)")
+    p.add_argument("--contended", action="store_true",
+                   help="keep one core busy with a background loop during the run (the contended rows)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--cfg", help=argparse.SUPPRESS)

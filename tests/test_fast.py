@@ -56,6 +56,11 @@ def pool(size, stride, extra=""):
 GEOMETRIES = {
     "pools": (NET.format(w=29, h=23) + conv(8) + pool(2, 2) + conv(8) + pool(2, 1) + pool(3, 2) + pool(5, 1)
               + pool(3, 1, "padding=0\n") + pool(2, 2, "stride_x=1\n") + conv(4, act="logistic")),
+    # stride-1 pools by doubling windows (SPP): odd and even sizes, Darknet's default and explicit paddings
+    "spp-pools": (NET.format(w=19, h=13) + conv(8) + pool(5, 1) + "[route]\nlayers=-2\n" + pool(9, 1)
+                  + "[route]\nlayers=-4\n" + pool(13, 1) + "[route]\nlayers=-1,-3,-5,-6\n" + pool(4, 1)
+                  + pool(6, 1, "padding=2\n") + pool(7, 1, "padding=0\n") + pool(8, 1, "padding=12\n")
+                  + conv(4, act="logistic")),
     "strided-convs": (NET.format(w=33, h=20) + conv(8, 3, 2) + conv(8, 1, 1, 0, "relu") + conv(6, 3, 2, 0, "mish")
                       + conv(8, 5, 1, 1, "swish", 0) + conv(8, 3, 1, 1, "linear", 1, "dilation=2\n")
                       + conv(8, 3, 1, 1, "relu6", 1, "groups=4\n") + conv(8, 3, 1, 1, "leaky", 1, "groups=8\n")
