@@ -123,8 +123,8 @@ class Engine:
     def time(self, batch, threads, reps, warmup=None):
         import numpy as np
         # after the pause between engines the first forwards run on cold caches and sleeping threads: warm up
-        # long enough that each engine's timed forwards are its steady state (5 at batch 1, 2 above)
-        warmup = warmup if warmup is not None else (5 if batch == 1 else 2)
+        # long enough that each engine's timed forwards are its steady state (5 at batch 1, 1 of a batch of 8)
+        warmup = warmup if warmup is not None else (5 if batch == 1 else 1)
         x = np.random.default_rng(batch).random((batch, 3, self.size, self.size), dtype=np.float32)
         run = self.runner(batch, threads)
         for _ in range(warmup):
@@ -213,7 +213,7 @@ def bench_engines(args, models):
     hdr = ["model", "batch", "threads"] + [f"{e} ms" for e in engines] + \
           ["ours / best f32 peer", "bf16 speed-up", "int8 speed-up", "ours OpenMP", "load avg"]
     print(f"\n## Forward latency ({args.size}x{args.size}; each engine in its own process; medians over "
-          f"{args.rounds} interleaved rounds x {args.reps} reps; "
+          f"{args.rounds} interleaved rounds x {args.reps} reps (batch > 1: {args.reps_batch}); "
           + ("one core kept busy by a background loop" if args.contended else "idle") + ")\n")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
@@ -253,7 +253,7 @@ def bench_engines(args, models):
                         for e in order[r % len(order):] + order[:r % len(order)]:
                             if e in errors:
                                 continue
-                            res = ws[e].time(batch, th, args.reps)
+                            res = ws[e].time(batch, th, args.reps if batch == 1 else args.reps_batch)
                             if "error" in res:
                                 errors[e] = res["error"]
                                 print(f"  {name} b{batch} t{th} {e}: {res['error']}", file=sys.stderr)
@@ -352,6 +352,7 @@ def parse_args(argv=None):
     a.batches = [int(v) for v in a.batches.split(",")] if a.batches else ([1] if a.quick else [1, 8])
     a.threads = [int(v) for v in a.threads.split(",")] if a.threads else [1, 2]
     a.rounds = a.rounds or (3 if a.quick else 5)
+    a.reps_batch = a.reps or 2
     a.reps = a.reps or 5
     a.int8 = dict(v.split("=", 1) for v in a.int8)
     a.engines = [e for e in a.engines.split(",") if e]

@@ -1077,6 +1077,67 @@ static PyObject *py_decode_scan(PyObject *self, PyObject *args)
     return ret;
 }
 
+/* ---------------------------------------------------------------------------------------------------------- */
+/* Darknet's mish, x * tanh(softplus(x)) with softplus(x) = x above 20 (activations.c, MISH_THRESHOLD), in place:
+ * tanh(log(1 + e^x)) = n / (n + 2) with n = e^x (e^x + 2), one exp and one division per value. The exp is a
+ * branch-free polynomial (Cephes' expf: 2^k * p(r), |rel err| < 2e-7) so that the loop vectorises; compiled for
+ * AVX-512 / AVX2 / baseline and picked at load time. torch's F.mish takes ~4 ns per value on one core here, this
+ * ~0.2 ns, and the plan runs it on every mish convolution's output (yolov4: 72 layers). */
+static inline float exp_poly(float x)
+{
+    float k, r, p;
+    union { float f; int32_t i; } u;
+    x = x > -87.0f ? x : -87.0f;                     /* callers clamp above (mish: 20) */
+    k = x * 1.44269504088896341f;
+    k = (k + 12582912.0f) - 12582912.0f;      /* round to nearest (|k| < 2^22): 1.5 * 2^23 */
+    r = x - k * 0.693359375f;
+    r = r + k * 2.12194440e-4f;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    u.i = ((int32_t)k + 127) << 23;
+    return p * u.f;
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void mish_span(float *x, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; ++i) {
+        float v = x[i], e = exp_poly(v < 20.0f ? v : 20.0f), q = e * (e + 2.0f), m = v * q / (q + 2.0f);
+        x[i] = v > 20.0f ? v : m;
+    }
+}
+
+static void mish_range(void *ctx, Py_ssize_t b, Py_ssize_t e)
+{
+    mish_span((float *)ctx + b, e - b);
+}
+
+/* mish_inplace(float32 buffer): Darknet's mish on every value, in place, split over the OpenMP team */
+static PyObject *py_mish_inplace(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "w*", &buf))
+        return NULL;
+    if (buf.len % 4) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "mish_inplace: not a float32 buffer");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    run_parallel(mish_range, buf.buf, buf.len / 4, 1 << 15);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"idct_plane", py_idct_plane, METH_VARARGS, "stb_image's dequantisation + IDCT of a whole plane."},
     {"upsample_rgb", py_upsample_rgb, METH_VARARGS, "stb_image's up-sampling and colour conversion."},
@@ -1084,6 +1145,7 @@ static PyMethodDef methods[] = {
     {"set_threads", py_set_threads, METH_VARARGS,
      "Threads for the kernels (0: OpenMP's default); returns the previous setting."},
     {"openmp", py_openmp, METH_NOARGS, "OpenMP's default thread count, 0 when built without OpenMP."},
+    {"mish_inplace", py_mish_inplace, METH_VARARGS, "Darknet's mish in place on a float32 buffer."},
     {"resize_chw", py_resize_chw, METH_VARARGS, "Darknet's to-float + resize_image, uint8 HWC -> float32 CHW."},
     {NULL, NULL, 0, NULL},
 };

@@ -53,3 +53,20 @@ def set_threads(n: int) -> int:
     returns the previous setting."""
     mod = _load()
     return mod.set_threads(int(n)) if mod is not None else 0
+
+
+def mish_inplace(t):
+    """Darknet's mish in place on a dense float32 CPU tensor (contiguous or channels-last) through the C kernel;
+    returns ``t``, or None where the kernel is off or cannot take the tensor (the caller then uses torch's)."""
+    import torch
+    mod = module()
+    if mod is None or t.dtype != torch.float32 or t.device.type != "cpu" or t.requires_grad:
+        return None
+    if t.is_contiguous():
+        flat = t.view(-1)
+    elif t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        flat = t.permute(0, 2, 3, 1).reshape(-1)
+    else:
+        return None
+    mod.mish_inplace(flat.numpy())
+    return t

@@ -65,6 +65,11 @@ GEOMETRIES = {
                       + conv(8, 5, 1, 1, "swish", 0) + conv(8, 3, 1, 1, "linear", 1, "dilation=2\n")
                       + conv(8, 3, 1, 1, "relu6", 1, "groups=4\n") + conv(8, 3, 1, 1, "leaky", 1, "groups=8\n")
                       + conv(8, 4, 3, 0, "tanh") + conv(8, 3, 1, 1, "hardtan")),
+    # a 1x1 head conv over >= 40x40 cells: one GEMM into NCHW, the [yolo] in place on it (new_coords: none)
+    "yolo-head-gemm": (NET.format(w=48, h=40) + conv(16) + conv(255, 1, 1, 0, "logistic", 0)
+                       + "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=80\nnum=3\nscale_x_y=2.0\n"
+                       + "new_coords=1\n" + "[route]\nlayers=-3\n" + conv(255, 1, 1, 0, "linear", 0)
+                       + "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=80\nnum=3\n"),
     "routes-shortcuts": (NET.format(w=24, h=24) + conv(16) + conv(8, 1) + conv(16)
                          + "[shortcut]\nfrom=-3\nactivation=leaky\n"
                          + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n" + conv(8, 1)
@@ -225,3 +230,68 @@ def test_openvino_backend(tiny):
     heads = net(x)
     res = oracle_case.compare(str(case), {i: h[0] for i, h in zip(net.output_layers, heads)}, heads_only=True)
     assert res["passed"], res["worst"]
+
+
+# -- the plan's own kernels: mish in C, the yolo head's GEMM, the allocator setting ---------------------------
+def _darknet_mish(x):
+    """activations.c: x * tanh(softplus(x)), softplus = x above 20, exp(x) below -20 (float64)."""
+    x = x.double()
+    sp = torch.where(x > 20, x, torch.where(x < -20, torch.exp(x), torch.log1p(torch.exp(x))))
+    return x * torch.tanh(sp)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_native_mish_matches_darknet(layout):
+    from darknet_prn import native
+    if not native.available():
+        pytest.skip("C kernels not built")
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 37, 41) * 8
+    x.view(-1)[:10] = torch.tensor([25., 20., 19.99, -20., -30., -87.5, -100., 100., 0., 1e-30])
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref = _darknet_mish(x)
+    y = x.clone(memory_format=torch.preserve_format)
+    assert native.mish_inplace(y) is y
+    err = (y.double() - ref).abs()
+    assert float(err.max()) < 4e-6 and float((err / ref.abs().clamp(min=1e-6)).max()) < 4e-6
+    # a tensor the kernel cannot take is left to torch (the caller falls back)
+    assert native.mish_inplace(x[:, ::2]) is None
+    assert native.mish_inplace(x.double()) is None
+
+
+def test_mish_network_plan_matches_exact():
+    torch.manual_seed(0)
+    net = Darknet.from_cfg_text(NET.format(w=32, h=24) + conv(8, act="mish") + conv(6, 1, 1, 0, "mish")
+                                + conv(4, 3, 2, 1, "mish", 0), warn=False).eval()
+    kinds = [st.kind for st in net.fast_plan().steps]
+    assert all(k.endswith("mish") for k in kinds), kinds
+    x = torch.rand(2, 3, 24, 32)
+    with torch.no_grad():
+        ref = net._run(x, keep_all=False)[0]
+    assert torch.allclose(net(x)[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_yolo_head_gemm_in_place():
+    net = Darknet.from_cfg_text(GEOMETRIES["yolo-head-gemm"], warn=False).eval()
+    plan = net.fast_plan()
+    head = [st.index for st in plan.steps if st.kind == "conv1x1(gemm->nchw)"]
+    assert head == [1, 4] and plan._private == {1, 4}
+    # small grids (13x13, 26x26) keep the channels-last conv (the copy stays in cache there)
+    small = Darknet.from_cfg_text(GEOMETRIES["routes-shortcuts"], warn=False).eval().fast_plan()
+    assert not any(st.kind == "conv1x1(gemm->nchw)" for st in small.steps)
+    # so does a head conv that a route reads as well
+    cfg = GEOMETRIES["yolo-head-gemm"].replace("new_coords=1\n", "new_coords=1\n[route]\nlayers=-2\n")
+    plan2 = Darknet.from_cfg_text(cfg, warn=False).eval().fast_plan()
+    assert [st.index for st in plan2.steps if st.kind == "conv1x1(gemm->nchw)"] == [5]
+
+
+def test_allocator_setting(monkeypatch):
+    import darknet_prn.allocator as allocator
+    monkeypatch.setattr(allocator, "_done", None)
+    monkeypatch.setenv("DARKNET_PRN_KEEP_FREED_MEMORY", "0")
+    assert allocator.keep_freed_memory() is False
+    monkeypatch.setattr(allocator, "_done", None)
+    monkeypatch.delenv("DARKNET_PRN_KEEP_FREED_MEMORY")
+    import platform
+    assert allocator.keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
