@@ -3,25 +3,29 @@
     python -m benchmarks.engines            # 5 models x batch 1/8 x 1/2 threads (docs/performance.md holds one)
     python -m benchmarks.engines --quick    # yolov3-tiny-prn + yolov4-tiny, batch 1, 1 and 2 threads
     python -m benchmarks.engines --profile yolov4-tiny --threads 1   # per layer: ours vs OpenVINO's PERF_COUNT
-    python -m benchmarks.engines --accuracy                          # mAP@0.5 and detection change per precision
+    python -m benchmarks.engines --contended                         # the same, one core kept busy
+    python -m benchmarks.engines --accuracy [--synthetic DIR]        # mAP@0.5 and detection change per precision
 
 How it measures. Every engine runs in a worker process of its own (thread pools of engines that share a process
 slow each other down), started once per model and kept alive; the workers idle on a pipe while another one
 runs. For every row (model x batch x threads) the parent runs ``--rounds`` rounds; in each round every engine,
-in rotating order, times ``--reps`` forward passes after a warm-up, and the row gives the median over all the
-rounds' timings. Between two engines the parent sleeps 0.2 s so that spinning worker threads of the last engine
-(OpenMP, TBB) have gone to sleep. The network is the corpus cfg with ``[net]`` width/height = ``--size`` and
+in rotating order, times ``--reps`` forward passes after a warm-up (5 forwards at batch 1, 1 above), and the
+row gives the median over all the rounds' timings. Between two engines the parent sleeps 0.2 s so that
+spinning worker threads of the last engine (OpenMP, TBB) have gone to sleep. The network is the corpus cfg with ``[net]`` width/height = ``--size`` and
 random weights of the right size (``benchmarks.latency``'s); the peers run our ONNX export of it
 (``Darknet.export_onnx``: BN folded, standard ops), with a static input shape (batch fixed per row).
 
-Engines: ``ours`` (``net.eval(); net(x)``, f32, the default; ``OMP_WAIT_POLICY=PASSIVE`` as the ``darknet-prn``
-command and ``darknet_prn.set_threads()`` set it, ``--omp-wait-policy``), ``ours-bf16`` (``set_backend("torch",
+Engines: ``ours`` (``net.eval(); net(x)``, f32, the default; with the OpenMP wait policy the ``darknet-prn``
+command picks on this machine -- ``PASSIVE`` when other processes keep the CPUs busy, else libgomp's default --
+decided once per model before the workers start; ``--omp-wait-policy`` fixes it), ``ours-bf16`` (``set_backend("torch",
 precision="bf16")``), ``ort`` (ONNX Runtime, CPU provider, ``intra_op_num_threads``, its default spinning),
 ``ov`` (OpenVINO, ``INFERENCE_PRECISION_HINT=f32``, ``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_NUM_THREADS``),
 ``ov-default`` (OpenVINO's own default precision: bf16 on CPUs with AMX/AVX-512 BF16), ``opencv`` (cv2.dnn on
 the ONNX file), ``ort-int8`` / ``ov-int8`` (the int8 QDQ model ``darknet_prn.quantize`` writes, calibrated on
 the images of ``--int8-data``, by default the shared map set; with random weights the calibration only sets the
 ranges, the timing is what counts here).
+``--contended`` keeps a busy loop on the last core (``benchmarks.contended.Hog``) while a model's rows run; it is
+started before that model's workers, so the wait-policy check sees the busy machine.
 Numbers from a shared machine are noisy: compare the columns of one row, not rows of different runs.
 """
 from __future__ import annotations
@@ -334,6 +338,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, help="timed forwards per engine and round (default 5, batch 8: 2)")
     p.add_argument("--profile", metavar="MODEL", help="only a per-layer profile of MODEL: ours vs OpenVINO f32")
     p.add_argument("--accuracy", action="store_true", help="only the accuracy table (mAP, detection change)")
+    p.add_argument("--synthetic", metavar="DIR", help="with --accuracy: also a model trained on darknet-prn synth "
+                                                      "data in DIR (benchmarks/accuracy.py)")
     p.add_argument("--omp-wait-policy", default="cli", choices=("cli", "passive", "active", "default"),
                    help="OpenMP wait policy of our workers (default cli: what the darknet-prn command picks -- "
                         "PASSIVE when other processes keep the CPUs busy, else libgomp's default; 'default' leaves "

@@ -1080,14 +1080,15 @@ static PyObject *py_decode_scan(PyObject *self, PyObject *args)
 /* ---------------------------------------------------------------------------------------------------------- */
 /* Darknet's mish, x * tanh(softplus(x)) with softplus(x) = x above 20 (activations.c, MISH_THRESHOLD), in place:
  * tanh(log(1 + e^x)) = n / (n + 2) with n = e^x (e^x + 2), one exp and one division per value. The exp is a
- * branch-free polynomial (Cephes' expf: 2^k * p(r), |rel err| < 2e-7) so that the loop vectorises; compiled for
- * AVX-512 / AVX2 / baseline and picked at load time. torch's F.mish takes ~4 ns per value on one core here, this
- * ~0.2 ns, and the plan runs it on every mish convolution's output (yolov4: 72 layers). */
+ * branch-free polynomial (Cephes' expf: 2^k * p(r), |rel err| < 2e-7) so that the loop vectorises: an AVX-512
+ * clone (masked selects) picked at load time where the CPU has it, the plain loop elsewhere. Within 2e-6 of
+ * Darknet's float64 value; torch's F.mish takes ~4 ns per value on one Zen 4 core, this ~0.7 ns (2.77 M values:
+ * 11.1 -> 1.9 ms), and the plan runs it on every mish convolution's output (yolov4: 72 layers). */
 static inline float exp_poly(float x)
 {
     float k, r, p;
     union { float f; int32_t i; } u;
-    x = x > -87.0f ? x : -87.0f;                     /* callers clamp above (mish: 20) */
+    x = x > -87.0f ? x : -87.0f;              /* callers clamp above (mish: 20) */
     k = x * 1.44269504088896341f;
     k = (k + 12582912.0f) - 12582912.0f;      /* round to nearest (|k| < 2^22): 1.5 * 2^23 */
     r = x - k * 0.693359375f;
@@ -1104,7 +1105,7 @@ static inline float exp_poly(float x)
 }
 
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "default")))
 #endif
 static void mish_span(float *x, Py_ssize_t n)
 {

@@ -12,14 +12,19 @@ What the plan does differently from the exact per-module path (numbers: ``docs/p
   over the output;
 * the activation fused into the convolution as a oneDNN post-op (``torch.ops.mkldnn._convolution_pointwise``
   with the weights pre-packed once into oneDNN's blocked layout) for linear, relu, leaky, logistic, tanh,
-  swish, relu6 and hardtan; other activations run in place on the conv output;
+  swish, relu6 and hardtan; other activations run in place on the conv output (mish through the C kernel,
+  ``native.mish_inplace``, 5.8x torch's ``F.mish``);
+* a 1x1 convolution whose only reader is a ``[yolo]`` head, at 40x40 cells or more, as one GEMM straight into
+  the NCHW layout the head works in (no transposing copy of its 255 channels), the head then in place on it;
 * activations laid out channels-last (NHWC) through convolutions, max-pools, routes, shortcuts and
   upsampling, the layout oneDNN's direct convolutions and torch's pooling kernels are fastest in;
 * max-pools whose windows lie inside the image (the 2x2/2 pools of the tiny YOLOs) as a separable max over
   strided views, 2-3x faster than ``max_pool2d``'s channels-last kernel; other max-pools through torch's
-  implicit ``-inf`` padding (plus an output offset) instead of a padded copy where the windows allow it;
+  implicit ``-inf`` padding (plus an output offset) instead of a padded copy where the windows allow it, and the
+  stride-1 pools of SPP blocks (5/9/13) as a window max by doubling along each axis;
 * yolo heads, shortcuts and activations in place on buffers the plan itself just allocated;
-* every intermediate output dropped as soon as no later layer reads it;
+* every intermediate output dropped as soon as no later layer reads it, its memory kept in the process heap
+  for the next forward (``allocator.keep_freed_memory``);
 * a large batch run in chunks of images whose activations fit in the last-level cache.
 
 ``Darknet.forward`` runs the plan under ``torch.no_grad()`` (not ``inference_mode``: the outputs stay ordinary
@@ -37,10 +42,9 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import geometry
-from .allocator import keep_freed_memory
-from . import native
+from . import geometry, native
 from .activations import TABLE as ACTIVATIONS, activate_inplace
+from .allocator import keep_freed_memory
 from .engines import ONNX_BACKENDS, openvino_model, ort_session
 from .errors import DarknetError
 from .graph import STATEFUL_TYPES
@@ -265,7 +269,7 @@ class FastPlan(_NotCopied):
             # a 1x1 conv whose only reader is a [yolo] head: one GEMM straight into the NCHW layout the head
             # and the network output use (W[co, c] @ X[n, c, hw] over the channels-last input), instead of a
             # channels-last conv and a transposing copy of 255 channels: 4.8 -> 3.7 ms for yolov7-tiny's 52x52
-            # head on one thread; even at 26x26 and slower at 13x13, where the copy stays in cache
+            # head on one thread; no gain at 26x26 and a loss at 13x13, where the copy stays in cache
             w2, b2, co = wf.reshape(wf.shape[0], -1).contiguous(), bf.view(-1, 1), wf.shape[0]
             self._private.add(l.index)
 
