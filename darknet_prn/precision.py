@@ -46,21 +46,36 @@ def check_backend_precision(backend: str, precision: str, device) -> None:
         raise DarknetError("precision fp16: the openvino backend runs on CPU (f32 or bf16)")
 
 
+MATCH_IOU = 0.5
+
+
+def _iou(a, b) -> float:
+    """IoU of two ``[left, top, width, height]`` boxes."""
+    ax, ay, aw, ah = (float(v) for v in a)
+    bx, by, bw, bh = (float(v) for v in b)
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
 def detection_change(ref: list, other: list) -> dict:
     """How far ``other`` (one image's detections, ``Detector.detect`` dicts) moved from ``ref``: each reference
-    detection matched to the same-class detection of ``other`` with the closest box; ``conf`` is the max
-    confidence change in points (0-100), ``box`` the max change of left/top/width/height in pixels, ``unmatched``
-    the detections of either list without a same-class partner (a pair is matched once)."""
+    detection matched to the same-class detection of ``other`` with the closest box, if that box overlaps it
+    (IoU >= ``MATCH_IOU``); ``conf`` is the max confidence change in points (0-100), ``box`` the max change of
+    left/top/width/height in pixels, ``unmatched`` the detections of either list without such a partner (a pair
+    is matched once; a detection that vanished is not paired with a neighbour of its class)."""
     import numpy as np
     free = list(other)
     conf = box = 0.0
     unmatched = 0
     for d in ref:
-        cands = [o for o in free if o["class_id"] == d["class_id"]]
+        want = np.asarray(d["bbox"], dtype=np.float64)
+        cands = [o for o in free if o["class_id"] == d["class_id"] and _iou(o["bbox"], want) >= MATCH_IOU]
         if not cands:
             unmatched += 1
             continue
-        want = np.asarray(d["bbox"], dtype=np.float64)
         best = min(cands, key=lambda o: float(np.abs(np.asarray(o["bbox"]) - want).max()))
         free.remove(best)
         box = max(box, float(np.abs(np.asarray(best["bbox"]) - want).max()))

@@ -85,6 +85,9 @@ def test_detection_change():
          {"class_id": 3, "confidence": 0.9, "bbox": [5, 5, 10, 10]}]
     assert prec.detection_change(a, b) == pytest.approx({"conf": 2.0, "box": 2.0, "unmatched": 2})
     assert prec.detection_change(a, a) == {"conf": 0.0, "box": 0.0, "unmatched": 0}
+    # a detection that vanished is not paired with a far-away one of its class: both count as unmatched
+    far = [{"class_id": 1, "confidence": 0.5, "bbox": [100, 100, 10, 10]}]
+    assert prec.detection_change(a[:1], far) == {"conf": 0.0, "box": 0.0, "unmatched": 2}
 
 
 def test_precision_errors(monkeypatch):
