@@ -65,15 +65,7 @@ def accuracy(args):
     with _cwd(map_dir):
         quantize(map_dir / "yolov3-tiny.cfg", weights, data, int8, progress=False)
     th = args.threads[0]
-    # name -> (engine worker, Detector kwargs with the weights/model file)
-    variants = {
-        "ours f32": ("ours", dict(weights=weights)),
-        "ours bf16": ("ours-bf16", dict(weights=weights, precision="bf16")),
-        "OpenVINO f32": ("ov", dict(weights=weights, backend="openvino")),
-        "OpenVINO bf16": ("ov-default", dict(weights=weights, backend="openvino", precision="bf16")),
-        "int8 ONNX Runtime": ("ort-int8", dict(weights=int8, backend="onnxruntime")),
-        "int8 OpenVINO": ("ov-int8", dict(weights=int8, backend="openvino")),
-    }
+    variants = precision_variants(weights, int8)
     ws = {k: Worker(e, cfg, weights, int8 if e.endswith("int8") else onnx, 416) for k, (e, _) in variants.items()}
     times = {k: [] for k in ws}
     try:
@@ -94,6 +86,18 @@ def accuracy(args):
     if getattr(args, "synthetic", None):
         rows += synthetic_accuracy(Path(args.synthetic).resolve(), th)
     return rows
+
+
+def precision_variants(weights, int8) -> dict:
+    """Table row name -> (engine worker, ``Detector`` kwargs with the ``.weights`` or int8 ONNX file)."""
+    return {
+        "ours f32": ("ours", dict(weights=weights)),
+        "ours bf16": ("ours-bf16", dict(weights=weights, precision="bf16")),
+        "OpenVINO f32": ("ov", dict(weights=weights, backend="openvino")),
+        "OpenVINO bf16": ("ov-default", dict(weights=weights, backend="openvino", precision="bf16")),
+        "int8 ONNX Runtime": ("ort-int8", dict(weights=int8, backend="onnxruntime")),
+        "int8 OpenVINO": ("ov-int8", dict(weights=int8, backend="openvino")),
+    }
 
 
 def _precision_rows(variants, cfg, map_cfg, data, data_dir, images, th, times=None):
@@ -148,14 +152,7 @@ def synthetic_accuracy(run_dir: Path, th: int):
     with _cwd(run_dir):
         quantize(cfg, weights, data, int8, progress=False)
         images = [str(Path(p).resolve()) for p in read_list(DataConfig.read(data).valid)]
-    variants = {
-        "ours f32": ("ours", dict(weights=weights)),
-        "ours bf16": ("ours-bf16", dict(weights=weights, precision="bf16")),
-        "OpenVINO f32": ("ov", dict(weights=weights, backend="openvino")),
-        "OpenVINO bf16": ("ov-default", dict(weights=weights, backend="openvino", precision="bf16")),
-        "int8 ONNX Runtime": ("ort-int8", dict(weights=int8, backend="onnxruntime")),
-        "int8 OpenVINO": ("ov-int8", dict(weights=int8, backend="openvino")),
-    }
+    variants = precision_variants(weights, int8)
     print(f"\n## Accuracy per precision: {cfg.name} trained on {run_dir.name}'s synthetic set ({weights.name}); "
           f"mAP@0.5 on its {len(images)} valid= images; int8 calibrated on its train= images\n")
     return _precision_rows(variants, cfg, str(cfg), str(data), run_dir, images, th)
