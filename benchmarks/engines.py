@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import CACHE, MODELS, QUICK_MODELS, cfg_at_size, machine, weights_for  # noqa: E402
+from benchmarks.latency import CACHE, MODELS, QUICK_MODELS, cfg_at_size, finish, machine, weights_for  # noqa: E402
 
 ENGINES = ["ours", "ours-bf16", "ort", "ov", "ov-default", "opencv", "ort-int8", "ov-int8"]
 F32_PEERS = ["ort", "ov", "opencv"]
@@ -391,11 +391,7 @@ def main(argv=None) -> int:
         results["accuracy"] = accuracy(args)
     else:
         results["latency"] = bench_engines(args, models)
-    print(f"\n({time.time() - t0:.0f} s; load average now {os.getloadavg()[0]:.2f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-    return 0
+    return finish(results, t0, args.json)
 
 
 if __name__ == "__main__":

@@ -482,6 +482,28 @@ def ablation(args, name, cfg, weights):
 # per-layer profile
 
 
+def time_plan_steps(plan, x, times):
+    """One pass of ``plan``'s steps on ``x`` (batch 1), appending each step's seconds to ``times[index]``; every
+    output is kept (the per-layer tables read the pattern, not the sum)."""
+    import torch
+    outs = {}
+    y = x.contiguous(memory_format=torch.channels_last)
+    for st in plan.steps:
+        t = time.perf_counter()
+        y = st.fn(y, outs)
+        times[st.index].append(time.perf_counter() - t)
+        outs[st.index] = y
+
+
+def finish(results: dict, t0: float, json_path) -> int:
+    """The run's last line (seconds, load average) and the optional JSON file."""
+    print(f"\n({time.time() - t0:.0f} s; load average now {os.getloadavg()[0]:.2f})")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return 0
+
+
 def profile(args, name, cfg, weights):
     import re
     from collections import defaultdict
@@ -499,13 +521,7 @@ def profile(args, name, cfg, weights):
     freq = cv2.getTickFrequency()
     with torch.no_grad():
         for rep in range(args.reps + 2):
-            outs = {}
-            y = x.contiguous(memory_format=torch.channels_last)
-            for st in plan.steps:
-                t = time.perf_counter()
-                y = st.fn(y, outs)
-                ours[st.index].append(time.perf_counter() - t)
-                outs[st.index] = y
+            time_plan_steps(plan, x, ours)
             cvn.setInput(blob)
             cvn.forward(names)
             _, lt = cvn.getPerfProfile()
@@ -603,11 +619,7 @@ def main(argv=None) -> int:
         results["memory"] = bench_memory(args, models)
     if "detect" not in args.skip:
         results["detect"] = bench_detect(args, models)
-    print(f"\n({time.time() - t0:.0f} s; load average now {os.getloadavg()[0]:.2f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-    return 0
+    return finish(results, t0, args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
 LAYER = re.compile(r"layers\.(\d+)")
@@ -24,6 +23,7 @@ LAYER = re.compile(r"layers\.(\d+)")
 
 def ours_worker(cfg, weights, size, threads, reps, precision):
     import torch
+    from benchmarks.latency import time_plan_steps
     from darknet_prn import Darknet
     torch.set_num_threads(threads)
     net = Darknet.from_cfg(cfg, warn=False)
@@ -35,13 +35,7 @@ def ours_worker(cfg, weights, size, threads, reps, precision):
     times = defaultdict(list)
     with torch.no_grad():
         for _ in range(reps + 2):
-            outs = {}
-            y = x.contiguous(memory_format=torch.channels_last)
-            for st in plan.steps:
-                t = time.perf_counter()
-                y = st.fn(y, outs)
-                times[st.index].append(time.perf_counter() - t)
-                outs[st.index] = y
+            time_plan_steps(plan, x, times)
     return {str(st.index): [st.kind, 1e3 * statistics.median(times[st.index][2:])] for st in plan.steps}
 
 

@@ -284,9 +284,10 @@ class FastPlan(_NotCopied):
                 if not x.is_contiguous(memory_format=CL):
                     x = x.contiguous(memory_format=CL)
                 xt = x.permute(0, 2, 3, 1).reshape(n, h * wd, c).transpose(1, 2)
-                y = torch.matmul(w2, xt) if n > 1 else torch.addmm(b2, w2, xt[0]).unsqueeze(0)
-                if n > 1:
-                    y.add_(b2)
+                if n == 1:
+                    y = torch.addmm(b2, w2, xt[0]).unsqueeze(0)
+                else:
+                    y = torch.matmul(w2, xt).add_(b2)
                 return act_inplace(y.view(n, co, oh, ow), act)
             return _Step(l.index, run, "conv1x1(gemm->nchw)")
         if self.onednn:
